@@ -1,0 +1,25 @@
+//! A small Wasmtime host for the `spaces-backup` WebAssembly component.
+//!
+//! The component exports `wasi:http/incoming-handler` (the `wasi:http/proxy`
+//! world) and reads its configuration from environment variables. This crate
+//! runs it the way `wasmtime serve -Scli` would, one fresh instance per
+//! request, and adds what the CLI, the demo and the integration tests share:
+//!
+//! - [`Runner`]: compile once, then [`Runner::handle`] one request with a given
+//!   environment and get `(status, body)` back;
+//! - [`serve()`]: the same HTTP interface as `wasmtime serve`;
+//! - [`envelope()`]: the `{"statusCode", "body"}` JSON the CLI prints;
+//! - [`s3server`]: an S3 server (s3s + s3s-fs) on 127.0.0.1 that checks
+//!   SigV4 signatures, with helpers to seed buckets and inspect what landed;
+//! - [`demo`]: the `spaces-backup demo` command end to end.
+
+pub mod demo;
+pub mod env;
+mod envelope;
+mod runner;
+pub mod s3server;
+mod serve;
+
+pub use envelope::{envelope, envelope_line, host_error_body, host_error_envelope, one_line_error};
+pub use runner::{Handled, Runner, EMBEDDED_COMPONENT, EMBEDDED_COMPONENT_PATH};
+pub use serve::{serve, serve_listener};

@@ -1,0 +1,222 @@
+//! `spaces-backup`: run the backup component once, serve it over HTTP, or
+//! try it end to end on an in-process S3 server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use spaces_backup_host::demo::{self, DemoOptions};
+use spaces_backup_host::{env, envelope_line, host_error_body, one_line_error, Runner};
+
+#[derive(Parser)]
+#[command(
+    name = "spaces-backup",
+    version,
+    about = "Back up every object of an S3 bucket into one ZIP archive"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one backup with the environment (and ./.env), print the response
+    /// envelope as one JSON line on stdout; exit 0 only on success
+    Run {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
+    /// Serve POST /backup and GET /health over HTTP, like `wasmtime serve`
+    Serve {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        addr: SocketAddr,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
+    /// Back up a generated bucket on an in-process S3 server (127.0.0.1, a
+    /// temporary folder) and check the archive byte for byte
+    Demo {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// Keep the temporary folder with the archive
+        #[arg(long)]
+        keep: bool,
+        /// Number of objects to seed
+        #[arg(long, default_value_t = 300, value_name = "N")]
+        objects: usize,
+    },
+    /// Precompile the component for this host build (.cwasm), to skip
+    /// compilation at start-up (e.g. in a serverless function)
+    Compile {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// Where to write the precompiled component
+        #[arg(
+            long,
+            short,
+            default_value = "spaces_backup.cwasm",
+            value_name = "PATH"
+        )]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ComponentArg {
+    /// Run this component (.wasm, or .cwasm from `compile`) instead of the embedded one
+    #[arg(long, value_name = "PATH")]
+    component: Option<PathBuf>,
+}
+
+impl ComponentArg {
+    fn runner(&self) -> Result<Runner> {
+        match &self.component {
+            Some(path) => Runner::from_file(path),
+            None => Runner::embedded(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one readable line, not a panic dump.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("spaces-backup: internal error: {msg}{at}");
+    }));
+
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spaces-backup: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                component,
+                env_file,
+            } => run(&component, env_file.as_deref()).await,
+            Command::Serve {
+                component,
+                addr,
+                env_file,
+            } => report(serve(&component, addr, env_file.as_deref()).await),
+            Command::Demo {
+                component,
+                keep,
+                objects,
+            } => report(run_demo(&component, keep, objects).await),
+            Command::Compile { component, output } => report(compile(&component, &output)),
+        }
+    })
+}
+
+fn report(result: Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spaces-backup: error: {}", one_line_error(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_env(env_file: Option<&Path>) -> Result<Vec<(String, String)>> {
+    match env_file {
+        Some(path) => env::load(path, true),
+        None => env::load(Path::new(".env"), false),
+    }
+}
+
+async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
+    let result = async {
+        let vars = load_env(env_file)?;
+        let runner = component.runner()?;
+        runner.handle(&vars, "POST", "/backup", "").await
+    }
+    .await;
+    let (code, line) = match result {
+        Ok((status, body)) => {
+            let code = if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+            (code, envelope_line(status, &body))
+        }
+        Err(e) => {
+            let message = one_line_error(&e);
+            eprintln!("spaces-backup: error: {message}");
+            (
+                ExitCode::FAILURE,
+                envelope_line(500, host_error_body(&message).as_bytes()),
+            )
+        }
+    };
+    println!("{line}");
+    code
+}
+
+async fn serve(
+    component: &ComponentArg,
+    addr: SocketAddr,
+    env_file: Option<&Path>,
+) -> Result<ExitCode> {
+    let vars = load_env(env_file)?;
+    let runner = component.runner()?;
+    spaces_backup_host::serve(addr, runner, vars).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_demo(component: &ComponentArg, keep: bool, objects: usize) -> Result<ExitCode> {
+    let runner = component.runner()?;
+    let outcome = demo::run(&runner, &DemoOptions { keep, objects }).await?;
+    Ok(if outcome.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn compile(component: &ComponentArg, output: &Path) -> Result<ExitCode> {
+    let wasm = match &component.component {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => spaces_backup_host::EMBEDDED_COMPONENT.to_vec(),
+    };
+    let cwasm = Runner::precompile(&wasm)?;
+    std::fs::write(output, &cwasm).with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "spaces-backup: wrote {} ({} bytes); run it with --component {}",
+        output.display(),
+        cwasm.len(),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,744 @@
+//! An S3-compatible server on 127.0.0.1 for the demo and the integration
+//! tests: [s3s] (protocol, SigV4 verification) over [s3s_fs] (a folder).
+//!
+//! It runs on a thread and Tokio runtime of its own, so it works the same from
+//! sync code, from `#[tokio::test]` (even a current-thread one, where it would
+//! otherwise share one thread with the component) and from the CLI; it stops
+//! when the [`S3Server`] is dropped.
+//!
+//! # How s3s-fs stores things (0.14)
+//!
+//! - bucket `b` = directory `<root>/b`; object `k` = file `<root>/b/k`, with `/`
+//!   in keys as directories. Listing walks the bucket directory; ETags are
+//!   the MD5 of the file unless `<root>/.bucket-<b64>.object-<b64>.internal.json`
+//!   holds one (multipart `{md5-of-md5s}-{n}`), and ListObjectsV2 returns none.
+//! - keys that are not plain relative paths (leading `/`, `//`, `.`/`..`
+//!   segments, trailing `/`) or with a segment over 255 bytes cannot be files;
+//!   [`S3Server::put_object`] rejects them with a clear error.
+//! - an in-progress multipart upload `u` is `<root>/.upload-<u>.json` (the
+//!   access key that created it), its parts `<root>/.upload_id-<u>.part-<n>`,
+//!   and `<root>/.bucket-<b64 bucket>.object-<b64 key>.upload-<u>.metadata.json`;
+//!   Complete and Abort delete all three. s3s-fs has no ListMultipartUploads.
+//!
+//! # Fault injection
+//!
+//! [`S3ServerBuilder::fault`] installs a hook that sees every request before
+//! the S3 service does and may answer with an error status, delay it, cut its
+//! response body off after some bytes, or drop the connection.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt as _;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+type StdError = Box<dyn std::error::Error + Send + Sync>;
+type ResponseBody = UnsyncBoxBody<Bytes, StdError>;
+
+/// What the fault hook sees of a request.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// 1 for the first request the server received, then 2, 3...
+    pub seq: u64,
+    pub method: http::Method,
+    /// Path as sent (percent-encoded), e.g. `/bucket/some%20key`.
+    pub path: String,
+    /// Raw query string, e.g. `partNumber=2&uploadId=...`; empty if none.
+    pub query: String,
+    pub headers: http::HeaderMap,
+}
+
+impl RequestInfo {
+    /// The S3 operation, told apart the way S3 does for the calls a backup
+    /// makes: `ListObjectsV2`, `GetObject`, `HeadObject`, `PutObject`,
+    /// `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
+    /// `AbortMultipartUpload`, `ListParts`, `HeadBucket`, else `Other`.
+    pub fn operation(&self) -> &'static str {
+        let has = |name: &str| {
+            self.query
+                .split('&')
+                .any(|kv| kv == name || kv.starts_with(&format!("{name}=")))
+        };
+        // "/bucket" or "/bucket/" addresses the bucket, "/bucket/key" an object.
+        let object = self
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .is_some_and(|(_, k)| !k.is_empty());
+        match (self.method.as_str(), object) {
+            ("GET", false) if has("list-type") => "ListObjectsV2",
+            ("HEAD", false) => "HeadBucket",
+            ("GET", true) if has("uploadId") => "ListParts",
+            ("GET", true) => "GetObject",
+            ("HEAD", true) => "HeadObject",
+            ("POST", true) if has("uploads") => "CreateMultipartUpload",
+            ("POST", true) if has("uploadId") => "CompleteMultipartUpload",
+            ("PUT", true) if has("partNumber") && has("uploadId") => "UploadPart",
+            ("PUT", true) => "PutObject",
+            ("DELETE", true) if has("uploadId") => "AbortMultipartUpload",
+            _ => "Other",
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Serve it normally.
+    Pass,
+    /// Answer `status` with an S3 XML error body carrying `code` (e.g. 503
+    /// `SlowDown`, 500 `InternalError`; 200 with a code gives the "200 with an
+    /// error body" that CompleteMultipartUpload can return).
+    Status { status: u16, code: String },
+    /// Wait, then serve it normally.
+    Delay(Duration),
+    /// Serve it, but send only the first `n` bytes of the response body, then
+    /// break the connection (the `Content-Length` still announces it all).
+    CutOff(u64),
+    /// Close the connection without answering.
+    Disconnect,
+}
+
+/// The hook type: called once per request, from the server's threads.
+pub type FaultHook = Arc<dyn Fn(&RequestInfo) -> Fault + Send + Sync>;
+
+/// One served request, for assertions (`S3Server::requests`).
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub operation: &'static str,
+    /// The `Range` header, if any (resumed GETs).
+    pub range: Option<String>,
+    /// Response status, `None` if no response was sent (`Disconnect`, or the
+    /// S3 service aborted the connection).
+    pub status: Option<u16>,
+    /// The fault the hook chose, if not `Pass`.
+    pub fault: Option<Fault>,
+}
+
+/// Options for [`S3Server`]; see [`S3Server::builder`].
+pub struct S3ServerBuilder {
+    root: PathBuf,
+    access_key: String,
+    secret_key: String,
+    fault: Option<FaultHook>,
+}
+
+impl S3ServerBuilder {
+    /// Access key and secret the server accepts (SigV4 is always enforced).
+    pub fn credentials(mut self, access_key: &str, secret_key: &str) -> Self {
+        self.access_key = access_key.to_string();
+        self.secret_key = secret_key.to_string();
+        self
+    }
+
+    /// Installs a fault-injection hook.
+    pub fn fault(mut self, hook: impl Fn(&RequestInfo) -> Fault + Send + Sync + 'static) -> Self {
+        self.fault = Some(Arc::new(hook));
+        self
+    }
+
+    /// Binds 127.0.0.1 on a free port and starts serving.
+    pub fn start(self) -> Result<S3Server> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        let root = self
+            .root
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", self.root.display()))?;
+        let fs = s3s_fs::FileSystem::new(&root)
+            .map_err(|e| anyhow::anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(
+            self.access_key.clone(),
+            self.secret_key.clone(),
+        ));
+        let service = builder.build();
+
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-server")
+            .enable_all()
+            .build()
+            .context("cannot start the S3 server's runtime")?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = Arc::new(Shared {
+            service,
+            fault: self.fault,
+            seq: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("s3-server".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, thread_shared, stop_rx));
+                // Connections still open are dropped here, not waited for.
+                runtime.shutdown_timeout(Duration::from_millis(500));
+            })
+            .context("cannot spawn the S3 server thread")?;
+
+        Ok(S3Server {
+            endpoint: format!("http://{addr}"),
+            addr,
+            root,
+            access_key: self.access_key,
+            secret_key: self.secret_key,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+struct Shared {
+    service: S3Service,
+    fault: Option<FaultHook>,
+    seq: AtomicU64,
+    log: Mutex<Vec<RequestRecord>>,
+}
+
+/// A running server. Dropping it stops the server (the folder stays).
+pub struct S3Server {
+    endpoint: String,
+    addr: SocketAddr,
+    root: PathBuf,
+    access_key: String,
+    secret_key: String,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// A server over `root` (created if missing) that accepts only
+    /// `access_key`/`secret_key`.
+    pub fn start(root: impl AsRef<Path>, access_key: &str, secret_key: &str) -> Result<Self> {
+        Self::builder(root)
+            .credentials(access_key, secret_key)
+            .start()
+    }
+
+    /// Options beyond [`S3Server::start`], e.g. a fault hook. Default
+    /// credentials: `test-access-key` / `test-secret-key`.
+    pub fn builder(root: impl AsRef<Path>) -> S3ServerBuilder {
+        S3ServerBuilder {
+            root: root.as_ref().to_path_buf(),
+            access_key: "test-access-key".into(),
+            secret_key: "test-secret-key".into(),
+            fault: None,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (path-style requests).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The folder the server stores buckets in (canonical path).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+
+    /// Creates a bucket (a directory; no error if it exists).
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        check_bucket_name(bucket)?;
+        let dir = self.root.join(bucket);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create bucket directory {}", dir.display()))
+    }
+
+    /// Stores an object as s3s-fs would after a PutObject: the file itself.
+    /// No metadata file is written; s3s-fs then serves the MD5 as ETag.
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        let bucket_dir = self.bucket_dir(bucket)?;
+        let path = bucket_dir.join(key_to_relative_path(key)?);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The file holding object `key` (whether or not it exists).
+    pub fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
+        Ok(self.root.join(bucket).join(key_to_relative_path(key)?))
+    }
+
+    /// The bytes of object `key`.
+    pub fn read_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        let path = self.object_path(bucket, key)?;
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read object {key:?} in bucket {bucket} ({})",
+                path.display()
+            )
+        })
+    }
+
+    /// Every object of `bucket` as `(key, size)`, sorted by key like S3.
+    pub fn list_objects(&self, bucket: &str) -> Result<Vec<(String, u64)>> {
+        let dir = self.bucket_dir(bucket)?;
+        let mut out = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in
+                std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+            {
+                let entry = entry?;
+                let ty = entry.file_type()?;
+                if ty.is_dir() {
+                    stack.push(entry.path());
+                } else if ty.is_file() {
+                    let rel = entry.path();
+                    let rel = rel.strip_prefix(&dir)?;
+                    let key = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.push((key, entry.metadata()?.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Multipart uploads into `bucket` that were created but neither
+    /// completed nor aborted (see the module docs for how they are stored).
+    pub fn open_multipart_uploads(&self, bucket: &str) -> Result<usize> {
+        let prefix = format!(".bucket-{}.object-", b64url(bucket));
+        let mut count = 0;
+        for entry in std::fs::read_dir(&self.root)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(rest) = rest.strip_suffix(".metadata.json") else {
+                continue;
+            };
+            let Some((_, upload_id)) = rest.rsplit_once(".upload-") else {
+                continue;
+            };
+            if self.root.join(format!(".upload-{upload_id}.json")).exists() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Part files of uploads never completed nor aborted, all buckets
+    /// together (part files do not record their bucket).
+    pub fn leftover_part_files(&self) -> Result<usize> {
+        let mut count = 0;
+        for entry in std::fs::read_dir(&self.root)? {
+            let name = entry?.file_name();
+            if name.to_str().is_some_and(|n| n.starts_with(".upload_id-")) {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Requests served so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        let mut log = self
+            .shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        log.sort_by_key(|r| r.seq);
+        log
+    }
+
+    /// Stops the server and waits for its thread (dropping does the same).
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn bucket_dir(&self, bucket: &str) -> Result<PathBuf> {
+        check_bucket_name(bucket)?;
+        let dir = self.root.join(bucket);
+        if !dir.is_dir() {
+            bail!("no such bucket: {bucket}");
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn check_bucket_name(bucket: &str) -> Result<()> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        bail!("invalid bucket name {bucket:?}")
+    }
+}
+
+/// The file path s3s-fs uses for `key`, for keys it can represent as files.
+fn key_to_relative_path(key: &str) -> Result<PathBuf> {
+    let why = if key.is_empty() {
+        Some("it is empty")
+    } else if key.starts_with('/') {
+        Some("it starts with '/'")
+    } else if key.ends_with('/') {
+        Some("it ends with '/' (a folder marker)")
+    } else if key.split('/').any(|s| s.is_empty()) {
+        Some("it contains '//'")
+    } else if key.split('/').any(|s| s == "." || s == "..") {
+        Some("it has a '.' or '..' segment")
+    } else if key.split('/').any(|s| s.len() > 255) {
+        Some("a '/'-separated segment is longer than 255 bytes")
+    } else if key.contains('\0') {
+        Some("it contains NUL")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        bail!("key {key:?} cannot be stored by s3s-fs, which keeps objects as files: {why}");
+    }
+    let path = PathBuf::from(key);
+    debug_assert!(path.components().all(|c| matches!(c, Component::Normal(_))));
+    Ok(path)
+}
+
+/// URL-safe base64 without padding, as s3s-fs names its metadata files.
+fn b64url(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("s3 server: cannot listen: {e}");
+            return;
+        }
+    };
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        // Without it, a small response (a GET of a tiny object) waits for
+        // the client's delayed ACK: ~40 ms per request.
+        let _ = socket.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), Service(shared))
+                .await;
+        });
+    }
+}
+
+/// A named service type: with `service_fn` and an async closure, rustc
+/// cannot prove the error type `'static` for every lifetime (HRTB limitation).
+struct Service(Arc<Shared>);
+
+type ServiceFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, StdError>> + Send>>;
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
+    type Response = http::Response<ResponseBody>;
+    type Error = StdError;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let shared = self.0.clone();
+        Box::pin(async move { shared.handle(req).await })
+    }
+}
+
+impl Shared {
+    async fn handle(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<ResponseBody>, StdError> {
+        let info = RequestInfo {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            headers: req.headers().clone(),
+        };
+        let fault = self.fault.as_ref().map_or(Fault::Pass, |hook| hook(&info));
+        let mut record = RequestRecord {
+            seq: info.seq,
+            method: info.method.to_string(),
+            path: info.path.clone(),
+            query: info.query.clone(),
+            operation: info.operation(),
+            range: info
+                .headers
+                .get(http::header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            status: None,
+            fault: (fault != Fault::Pass).then(|| fault.clone()),
+        };
+
+        let result = match fault {
+            Fault::Pass => self.call_s3(req, None).await,
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                self.call_s3(req, None).await
+            }
+            Fault::CutOff(n) => self.call_s3(req, Some(n)).await,
+            Fault::Status { status, code } => {
+                // Like a real server, take the whole request before answering, so the
+                // client sees the error status rather than a reset mid-upload.
+                let _ = req.into_body().collect().await;
+                Ok(error_response(status, &code, &info.path))
+            }
+            Fault::Disconnect => Err("injected fault: connection dropped".into()),
+        };
+        record.status = result.as_ref().ok().map(|r| r.status().as_u16());
+        if let Ok(mut log) = self.log.lock() {
+            log.push(record);
+        }
+        result
+    }
+
+    async fn call_s3(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        cut_off: Option<u64>,
+    ) -> Result<http::Response<ResponseBody>, StdError> {
+        let response = self
+            .service
+            .call(req.map(s3s::Body::from))
+            .await
+            .map_err(|e| -> StdError { e.into() })?;
+        Ok(response.map(|body| match cut_off {
+            None => body.boxed_unsync(),
+            Some(n) => CutOffBody::new(body, n).boxed_unsync(),
+        }))
+    }
+}
+
+fn error_response(status: u16, code: &str, resource: &str) -> http::Response<ResponseBody> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>injected fault</Message><Resource>{}</Resource><RequestId>fault</RequestId></Error>",
+        xml_escape(code),
+        xml_escape(resource)
+    );
+    let body = http_body_util::Full::new(Bytes::from(xml))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    response
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Passes the first `remaining` bytes of `inner`, then fails, which makes
+/// hyper abort the connection mid-body.
+struct CutOffBody {
+    inner: s3s::Body,
+    remaining: u64,
+    /// Set once the cut-off point is reached. The error waits for this short
+    /// timer so that hyper, seeing the body pending, flushes the headers and
+    /// bytes already written; an immediate error would drop them unsent.
+    cut: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CutOffBody {
+    fn new(inner: s3s::Body, remaining: u64) -> Self {
+        Self {
+            inner,
+            remaining,
+            cut: None,
+        }
+    }
+}
+
+impl http_body::Body for CutOffBody {
+    type Data = Bytes;
+    type Error = StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+        if let Some(timer) = self.cut.as_mut() {
+            return match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("injected fault: response body cut off".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let len = data.len() as u64;
+                    if len >= self.remaining {
+                        data.truncate(self.remaining as usize);
+                        self.remaining = 0;
+                        self.cut = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+                    } else {
+                        self.remaining -= len;
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            // The body ended before the cut-off point: break it all the same.
+            Poll::Ready(None) => {
+                self.cut = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::new()))))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64url_matches_reference() {
+        assert_eq!(b64url(""), "");
+        assert_eq!(b64url("f"), "Zg");
+        assert_eq!(b64url("fo"), "Zm8");
+        assert_eq!(b64url("foo"), "Zm9v");
+        assert_eq!(b64url("demo-backups"), "ZGVtby1iYWNrdXBz");
+        assert_eq!(b64url("\u{ff}\u{fe}"), "w7_Dvg");
+    }
+
+    #[test]
+    fn keys_that_are_not_files_are_rejected() {
+        assert!(key_to_relative_path("photos/2024/a b+c%#?.jpg").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", &"x".repeat(256)] {
+            assert!(key_to_relative_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn operations_are_recognised() {
+        let info = |method: &str, path: &str, query: &str| RequestInfo {
+            seq: 1,
+            method: method.parse().unwrap(),
+            path: path.into(),
+            query: query.into(),
+            headers: http::HeaderMap::new(),
+        };
+        assert_eq!(
+            info("GET", "/b", "list-type=2").operation(),
+            "ListObjectsV2"
+        );
+        assert_eq!(
+            info("GET", "/b/", "list-type=2&prefix=x").operation(),
+            "ListObjectsV2"
+        );
+        assert_eq!(info("GET", "/b/k", "").operation(), "GetObject");
+        assert_eq!(
+            info("POST", "/b/k", "uploads").operation(),
+            "CreateMultipartUpload"
+        );
+        assert_eq!(
+            info("PUT", "/b/k", "partNumber=1&uploadId=u").operation(),
+            "UploadPart"
+        );
+        assert_eq!(
+            info("POST", "/b/k", "uploadId=u").operation(),
+            "CompleteMultipartUpload"
+        );
+        assert_eq!(
+            info("DELETE", "/b/k", "uploadId=u").operation(),
+            "AbortMultipartUpload"
+        );
+        assert_eq!(info("PUT", "/b/k", "").operation(), "PutObject");
+    }
+}

@@ -1,0 +1,509 @@
+//! Configuration from environment variables: names and defaults of the original function,
+//! plus optional tuning. Everything is checked here, before any request is sent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::sigv4::Credentials;
+
+pub const MIB: u64 = 1024 * 1024;
+/// S3's smallest part (except the last one) and largest part.
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
+pub const DEFAULT_PART_SIZE: u64 = 16 * MIB;
+pub const DEFAULT_REGION: &str = "nyc3";
+pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
+pub const DEFAULT_COMPRESSION_LEVEL: u8 = 6;
+
+/// Where requests go: scheme and the authority exactly as sent and signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub https: bool,
+    /// `host` or `host:port`; the port only when it is not the scheme's default.
+    pub authority: String,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
+    }
+}
+
+/// One side of the copy: a bucket at an endpoint, signed for a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketTarget {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: Endpoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Deflate what shrinks, store what does not (judged per entry).
+    Auto,
+    Deflate,
+    Store,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: BucketTarget,
+    pub dest: BucketTarget,
+    pub credentials: Credentials,
+    pub archive_prefix: String,
+    pub part_size: u64,
+    pub compression: Compression,
+    pub compression_level: u8,
+    pub max_retries: u32,
+    pub timeout_seconds: u64,
+    pub log_level: LogLevel,
+}
+
+/// One bad variable: its name and what is wrong, in words a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+/// Every problem found, so a user fixes them in one go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Reader<'a> {
+    vars: &'a BTreeMap<String, String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    fn fail(&mut self, variable: &str, problem: impl Into<String>) {
+        self.errors.push(ConfigError {
+            variable: variable.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    /// Unset and empty (or blank) are the same: the default applies.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&mut self, name: &str, what: &str) -> String {
+        match self.get(name) {
+            Some(v) => v.to_string(),
+            None => {
+                self.fail(name, format!("is required but not set ({what})"));
+                String::new()
+            }
+        }
+    }
+
+    fn parse<T>(&mut self, name: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        match self.get(name) {
+            None => default,
+            Some(v) => match parse(v) {
+                Ok(x) => x,
+                Err(problem) => {
+                    self.fail(name, problem);
+                    default
+                }
+            },
+        }
+    }
+
+    fn target(&mut self, side: &str, what: &str) -> BucketTarget {
+        let bucket_var = format!("{side}_BUCKET");
+        let region_var = format!("{side}_REGION");
+        let endpoint_var = format!("{side}_ENDPOINT");
+        let bucket = self.required(&bucket_var, what);
+        if !bucket.is_empty() {
+            if let Err(problem) = validate_bucket(&bucket) {
+                self.fail(&bucket_var, problem);
+            }
+        }
+        let region = self.parse(&region_var, DEFAULT_REGION.to_string(), |v| {
+            validate_region(v).map(|()| v.to_string())
+        });
+        let default_endpoint = Endpoint {
+            https: true,
+            authority: format!("{region}.digitaloceanspaces.com"),
+        };
+        let endpoint = self.parse(&endpoint_var, default_endpoint, parse_endpoint);
+        BucketTarget {
+            bucket,
+            region,
+            endpoint,
+        }
+    }
+}
+
+/// Reads and checks every variable. `vars` is the whole environment.
+pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
+    let mut r = Reader {
+        vars,
+        errors: Vec::new(),
+    };
+    let source = r.target("SOURCE", "the bucket to back up");
+    let dest = r.target("DEST", "the bucket that receives the archive");
+    // Secrets are checked for presence only: their values never appear in an error.
+    let access_key = r.required("SPACES_KEY", "the access key id");
+    let secret_key = r.required("SPACES_SECRET", "the secret access key");
+    let archive_prefix = r.parse(
+        "ARCHIVE_PREFIX",
+        DEFAULT_ARCHIVE_PREFIX.to_string(),
+        parse_prefix,
+    );
+    let part_size = r.parse("PART_SIZE", DEFAULT_PART_SIZE, parse_part_size);
+    let compression = r.parse("COMPRESSION", Compression::Auto, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Compression::Auto),
+            "deflate" => Ok(Compression::Deflate),
+            "store" | "none" => Ok(Compression::Store),
+            _ => Err(format!("'{v}' is not one of auto, deflate, store")),
+        }
+    });
+    let compression_level = r.parse("COMPRESSION_LEVEL", DEFAULT_COMPRESSION_LEVEL, |v| match v
+        .parse::<u8>()
+    {
+        Ok(n) if (1..=9).contains(&n) => Ok(n),
+        _ => Err(format!("'{v}' is not a deflate level from 1 to 9")),
+    });
+    let max_retries = r.parse("MAX_RETRIES", DEFAULT_MAX_RETRIES, |v| {
+        match v.parse::<u32>() {
+            Ok(n) if n <= 20 => Ok(n),
+            _ => Err(format!("'{v}' is not a whole number from 0 to 20")),
+        }
+    });
+    let timeout_seconds = r.parse("TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, |v| {
+        match v.parse::<u64>() {
+            Ok(n) if (1..=3600).contains(&n) => Ok(n),
+            _ => Err(format!("'{v}' is not a number of seconds from 1 to 3600")),
+        }
+    });
+    let log_level = r.parse("LOG_LEVEL", LogLevel::Info, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            _ => Err(format!("'{v}' is not one of error, warn, info, debug")),
+        }
+    });
+    if !r.errors.is_empty() {
+        return Err(ConfigErrors(r.errors));
+    }
+    Ok(Config {
+        source,
+        dest,
+        credentials: Credentials {
+            access_key,
+            secret_key,
+        },
+        archive_prefix,
+        part_size,
+        compression,
+        compression_level,
+        max_retries,
+        timeout_seconds,
+        log_level,
+    })
+}
+
+/// S3 bucket naming rules, loosened to the legacy set (upper case, `_`) some services allow.
+fn validate_bucket(name: &str) -> Result<(), String> {
+    if !(3..=63).contains(&name.len()) {
+        return Err(format!(
+            "'{name}' is not a bucket name (3 to 63 characters)"
+        ));
+    }
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let ok_ends = name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if !ok_chars || !ok_ends {
+        return Err(format!(
+            "'{name}' is not a bucket name (letters, digits, '.', '-', starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_region(region: &str) -> Result<(), String> {
+    let ok = region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{region}' is not a region slug (lower-case letters, digits and '-', e.g. nyc3)"
+        ))
+    }
+}
+
+/// `http(s)://host[:port][/]`: no user info, path, query or fragment.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let bad = |why: &str| Err(format!("'{text}' is not an endpoint URL: {why}"));
+    let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = text.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return bad("it must start with https:// or http://");
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() {
+        return bad("the host is missing");
+    }
+    if authority.contains(['/', '?', '#', '@']) {
+        return bad("give only scheme, host and port (no path, query or user info)");
+    }
+    let (host, port) = if authority.starts_with('[') {
+        let Some(end) = authority.find(']') else {
+            return bad("an IPv6 address needs its closing ']'");
+        };
+        match &authority[end + 1..] {
+            "" => (&authority[..=end], None),
+            rest => match rest.strip_prefix(':') {
+                Some(p) => (&authority[..=end], Some(p)),
+                None => return bad("unexpected text after the IPv6 address"),
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    if !host_ok {
+        return bad("the host name has characters a host cannot have");
+    }
+    let default_port = if https { 443 } else { 80 };
+    let authority = match port {
+        None => host.to_ascii_lowercase(),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n == default_port => host.to_ascii_lowercase(),
+            Ok(n) if n > 0 => format!("{}:{n}", host.to_ascii_lowercase()),
+            _ => return bad("the port is not a number from 1 to 65535"),
+        },
+    };
+    Ok(Endpoint { https, authority })
+}
+
+fn parse_prefix(v: &str) -> Result<String, String> {
+    let trimmed = v.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err("must name a folder, e.g. backups".into());
+    }
+    if trimmed.len() > 512 || trimmed.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "'{v}' is not a usable folder name (at most 512 bytes, no control characters)"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Bytes, or a number with a binary suffix: `16777216`, `16MiB`, `16M`, `1GiB`.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => MIB,
+        "g" | "gib" | "gb" => 1024 * MIB,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_part_size(v: &str) -> Result<u64, String> {
+    match parse_size(v) {
+        None => Err(format!(
+            "'{v}' is not a size (bytes, or a number with KiB, MiB or GiB)"
+        )),
+        Some(n) if n < MIN_PART_SIZE => Err(format!(
+            "'{v}' is below S3's minimum part size of 5 MiB (5242880 bytes)"
+        )),
+        Some(n) if n > MAX_PART_SIZE => {
+            Err(format!("'{v}' is above S3's maximum part size of 5 GiB"))
+        }
+        Some(n) => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SOURCE_BUCKET", "my-source-bucket"),
+            ("DEST_BUCKET", "my-backup-bucket"),
+            ("SPACES_KEY", "DO00KEYKEYKEY"),
+            ("SPACES_SECRET", "s3cr3t-value-xyz"),
+        ]
+    }
+
+    #[test]
+    fn defaults_match_the_original_function() {
+        let c = from_env(&env(&minimal())).unwrap();
+        assert_eq!(c.source.region, "nyc3");
+        assert_eq!(
+            c.source.endpoint.to_string(),
+            "https://nyc3.digitaloceanspaces.com"
+        );
+        assert_eq!(c.dest.endpoint.authority, "nyc3.digitaloceanspaces.com");
+        assert_eq!(c.archive_prefix, "backups");
+        assert_eq!(c.part_size, DEFAULT_PART_SIZE);
+        assert_eq!(c.compression, Compression::Auto);
+    }
+
+    #[test]
+    fn endpoint_follows_region() {
+        let mut vars = minimal();
+        vars.push(("SOURCE_REGION", "fra1"));
+        vars.push(("DEST_ENDPOINT", "http://127.0.0.1:9000/"));
+        let c = from_env(&env(&vars)).unwrap();
+        assert_eq!(c.source.endpoint.authority, "fra1.digitaloceanspaces.com");
+        assert!(!c.dest.endpoint.https);
+        assert_eq!(c.dest.endpoint.authority, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn every_missing_variable_is_named() {
+        let err = from_env(&env(&[])).unwrap_err();
+        let names: Vec<_> = err.0.iter().map(|e| e.variable.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "SOURCE_BUCKET",
+                "DEST_BUCKET",
+                "SPACES_KEY",
+                "SPACES_SECRET"
+            ]
+        );
+        assert!(err.to_string().contains("SOURCE_BUCKET: is required"));
+    }
+
+    #[test]
+    fn malformed_values_are_named_and_secrets_never_echoed() {
+        let mut vars = minimal();
+        vars.extend([
+            ("SOURCE_REGION", "NYC 3"),
+            ("DEST_ENDPOINT", "ftp://x"),
+            ("PART_SIZE", "1MiB"),
+            ("COMPRESSION", "zstd"),
+            ("MAX_RETRIES", "many"),
+        ]);
+        let err = from_env(&env(&vars)).unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "SOURCE_REGION",
+            "DEST_ENDPOINT",
+            "PART_SIZE",
+            "COMPRESSION",
+            "MAX_RETRIES",
+        ] {
+            assert!(text.contains(name), "{name} missing from: {text}");
+        }
+        assert!(text.contains("minimum part size"));
+        assert!(!text.contains("s3cr3t") && !text.contains("DO00KEY"));
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = parse_endpoint("https://nyc3.digitaloceanspaces.com:443").unwrap();
+        assert_eq!(e.authority, "nyc3.digitaloceanspaces.com");
+        let e = parse_endpoint("http://localhost:80").unwrap();
+        assert_eq!(e.authority, "localhost");
+        let e = parse_endpoint("http://[::1]:9000").unwrap();
+        assert_eq!(e.authority, "[::1]:9000");
+        for bad in [
+            "nyc3.digitaloceanspaces.com",
+            "https://",
+            "https://host/path",
+            "https://user@host",
+            "https://host:99999",
+            "https://host:",
+            "https://ho st",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16777216"), Some(16 * MIB));
+        assert_eq!(parse_size("16MiB"), Some(16 * MIB));
+        assert_eq!(parse_size("1g"), Some(1024 * MIB));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size(""), None);
+        assert!(parse_part_size("4MiB").is_err());
+        assert!(parse_part_size("6GiB").is_err());
+        assert_eq!(parse_part_size("5MiB"), Ok(MIN_PART_SIZE));
+    }
+
+    #[test]
+    fn bucket_names() {
+        assert!(validate_bucket("my-bucket.v2").is_ok());
+        assert!(validate_bucket("ab").is_err());
+        assert!(validate_bucket("-bucket").is_err());
+        assert!(validate_bucket("a/b/c").is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The thin `wasi:http` layer: send one request, write its body, read the answer in chunks.
+//! Everything above it works with plain bytes and strings.
+
+use std::time::Duration;
+
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+/// A request ready to go: everything already signed.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub https: bool,
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
+    pub headers: &'a [(String, String)],
+    pub timeout: Duration,
+}
+
+/// A failure below HTTP: no answer, or an answer cut off.
+#[derive(Debug, Clone)]
+pub struct TransportError(pub String);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::DnsError(e) => format!(
+            "the host name could not be resolved ({})",
+            e.rcode.as_deref().unwrap_or("DNS error")
+        ),
+        ErrorCode::ConnectionRefused => "the connection was refused".into(),
+        ErrorCode::ConnectionTimeout => "connecting timed out".into(),
+        ErrorCode::ConnectionReadTimeout => "the server stopped sending (read timeout)".into(),
+        ErrorCode::ConnectionWriteTimeout => "the server stopped receiving (write timeout)".into(),
+        ErrorCode::ConnectionTerminated => "the connection was closed early".into(),
+        ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) => {
+            "the TLS handshake failed (certificate or protocol)".into()
+        }
+        ErrorCode::HttpRequestDenied => {
+            "the host refused to send this request (not an allowed endpoint)".into()
+        }
+        ErrorCode::HttpResponseTimeout => "no response within the timeout".into(),
+        other => format!("HTTP error: {other:?}"),
+    }
+}
+
+fn stream_error(e: StreamError) -> TransportError {
+    match e {
+        StreamError::Closed => TransportError("the connection was closed early".into()),
+        StreamError::LastOperationFailed(err) => {
+            TransportError(format!("the transfer failed: {}", err.to_debug_string()))
+        }
+    }
+}
+
+fn method(m: &str) -> Method {
+    match m {
+        "GET" => Method::Get,
+        "PUT" => Method::Put,
+        "POST" => Method::Post,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_string()),
+    }
+}
+
+/// Sends `req` with `body` (Content-Length set, never chunked) and waits for the
+/// response head. The body is written after the request is handed to the host, through
+/// `check_write`, so a body of any size streams without trapping.
+pub fn send(req: &Request<'_>, body: Option<&[u8]>) -> Result<Response, TransportError> {
+    // Requests that may carry a body say `Content-Length: 0` when they have none: some
+    // S3 servers refuse a POST or DELETE without it.
+    let body = match (body, req.method) {
+        (None, "GET" | "HEAD") => None,
+        (None, _) => Some(&[][..]),
+        (b, _) => b,
+    };
+    let fields = Fields::new();
+    let bad_header = |name: &str| TransportError(format!("the header {name} was refused"));
+    for (name, value) in req.headers {
+        fields
+            .append(name, value.as_bytes())
+            .map_err(|_| bad_header(name))?;
+    }
+    if let Some(b) = body {
+        fields
+            .append("content-length", b.len().to_string().as_bytes())
+            .map_err(|_| bad_header("content-length"))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    let ok = request.set_method(&method(req.method)).is_ok()
+        && request
+            .set_scheme(Some(if req.https {
+                &Scheme::Https
+            } else {
+                &Scheme::Http
+            }))
+            .is_ok()
+        && request.set_authority(Some(req.authority)).is_ok()
+        && request
+            .set_path_with_query(Some(req.path_and_query))
+            .is_ok();
+    if !ok {
+        return Err(TransportError("the request line was refused".into()));
+    }
+    let outgoing_body = request
+        .body()
+        .map_err(|()| TransportError("request body unavailable".into()))?;
+    let options = RequestOptions::new();
+    let nanos = req.timeout.as_nanos().min(u64::MAX as u128) as u64;
+    // Setting options can fail on hosts that do not support them; the defaults then apply.
+    let _ = options.set_connect_timeout(Some(nanos.min(15_000_000_000)));
+    let _ = options.set_first_byte_timeout(Some(nanos));
+    let _ = options.set_between_bytes_timeout(Some(nanos));
+    let future = outgoing_handler::handle(request, Some(options))
+        .map_err(|e| TransportError(describe(&e)))?;
+
+    let written = match body {
+        Some(data) => outgoing_body
+            .write()
+            .map_err(|()| TransportError("request body stream unavailable".into()))
+            .and_then(|stream| write_all(&stream, data)),
+        None => Ok(()),
+    };
+    let finished =
+        OutgoingBody::finish(outgoing_body, None).map_err(|e| TransportError(describe(&e)));
+    // A server may answer (e.g. 403) before reading the whole body: prefer its answer.
+    match wait(&future) {
+        Ok(resp) => Response::new(resp),
+        Err(e) => Err(written.err().or(finished.err()).unwrap_or(e)),
+    }
+}
+
+pub(crate) fn write_all(stream: &OutputStream, mut data: &[u8]) -> Result<(), TransportError> {
+    let ready = stream.subscribe();
+    while !data.is_empty() {
+        let n = stream.check_write().map_err(stream_error)?;
+        if n == 0 {
+            ready.block();
+            continue;
+        }
+        let k = data.len().min(n as usize);
+        stream.write(&data[..k]).map_err(stream_error)?;
+        data = &data[k..];
+    }
+    stream.flush().map_err(stream_error)?;
+    ready.block();
+    stream.check_write().map_err(stream_error)?;
+    Ok(())
+}
+
+fn wait(future: &FutureIncomingResponse) -> Result<IncomingResponse, TransportError> {
+    loop {
+        match future.get() {
+            Some(Ok(Ok(resp))) => return Ok(resp),
+            Some(Ok(Err(code))) => return Err(TransportError(describe(&code))),
+            Some(Err(())) => return Err(TransportError("response already taken".into())),
+            None => future.subscribe().block(),
+        }
+    }
+}
+
+/// A response whose body is read on demand. Fields drop in order: the stream before the
+/// body, the body before the response, as `wasi:http` requires of child resources.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    stream: Option<InputStream>,
+    body: Option<IncomingBody>,
+    _response: IncomingResponse,
+}
+
+impl Response {
+    fn new(resp: IncomingResponse) -> Result<Self, TransportError> {
+        let status = resp.status();
+        let headers = resp.headers().entries();
+        let body = resp
+            .consume()
+            .map_err(|()| TransportError("response body unavailable".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| TransportError("response body stream unavailable".into()))?;
+        Ok(Self {
+            status,
+            headers,
+            stream: Some(stream),
+            body: Some(body),
+            _response: resp,
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Up to `max` bytes (at least one), or `None` at the end of the body.
+    pub fn read_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        let Some(stream) = &self.stream else {
+            return Ok(None);
+        };
+        loop {
+            match stream.blocking_read(max as u64) {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(StreamError::Closed) => {
+                    self.stream = None;
+                    self.body = None;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.stream = None;
+                    self.body = None;
+                    return Err(stream_error(e));
+                }
+            }
+        }
+    }
+
+    /// The whole body, for small documents (XML answers); at most `limit` bytes are kept.
+    pub fn read_to_string(&mut self, limit: usize) -> Result<String, TransportError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.read_chunk(64 * 1024)? {
+            if out.len() < limit {
+                out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]);
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        self.stream.take();
+        self.body.take();
+    }
+}
+
+/// Blocks for `d` on the host's monotonic clock.
+pub fn sleep(d: Duration) {
+    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+    wasi::clocks::monotonic_clock::subscribe_duration(nanos).block();
+}
+
+pub fn random_u64() -> u64 {
+    wasi::random::random::get_random_u64()
+}

@@ -1,0 +1,361 @@
+//! S3 request plumbing shared by every operation: path-style addressing, signing,
+//! error documents and retries. Each operation lives in its pipeline stage's file.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::config::BucketTarget;
+use crate::http::{self, Response};
+use crate::log;
+use crate::retry::{is_transient, RetryPolicy};
+use crate::sigv4::{self, canonical_query, uri_encode, Credentials, SignableRequest, SigningTime};
+use crate::xml;
+
+/// Why an S3 call failed, before the pipeline adds which bucket and key it concerned.
+#[derive(Clone, Debug)]
+pub enum S3Error {
+    /// No answer, or a cut-off one.
+    Transport(String),
+    /// An answer with an error status (or a 200 carrying an `<Error>`).
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// An answer we could not understand.
+    Protocol(String),
+}
+
+impl S3Error {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            S3Error::Transport(_) => true,
+            S3Error::Status { status, code, .. } => is_transient(*status, code),
+            S3Error::Protocol(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            S3Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            S3Error::Status { code, .. } => code,
+            S3Error::Transport(_) => "NetworkError",
+            S3Error::Protocol(_) => "ProtocolError",
+        }
+    }
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            S3Error::Transport(m) => write!(f, "{m}"),
+            S3Error::Status {
+                status,
+                code,
+                message,
+            } => {
+                write!(f, "HTTP {status} {code}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            S3Error::Protocol(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// A signed request: what `http::send` needs besides the endpoint.
+#[derive(Debug)]
+pub struct Prepared {
+    pub method: &'static str,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// One operation's parameters.
+pub struct Op<'a> {
+    /// For logs and errors: `ListObjectsV2`, `GetObject`, ...
+    pub name: &'static str,
+    pub method: &'static str,
+    pub key: Option<&'a str>,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Builds and signs a path-style request (`/bucket/key`), pure so it can be tested.
+pub fn prepare(
+    target: &BucketTarget,
+    creds: &Credentials,
+    op: &Op<'_>,
+    payload_sha256: &str,
+    time: &SigningTime,
+) -> Prepared {
+    let path = match op.key {
+        Some(key) => format!("/{}/{}", target.bucket, uri_encode(key, true)),
+        None => format!("/{}", target.bucket),
+    };
+    let mut headers = vec![
+        ("host".to_string(), target.endpoint.authority.clone()),
+        (
+            "x-amz-content-sha256".to_string(),
+            payload_sha256.to_string(),
+        ),
+        ("x-amz-date".to_string(), time.amz_date.clone()),
+    ];
+    headers.extend(
+        op.headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+    );
+    let auth = sigv4::authorization(
+        &SignableRequest {
+            method: op.method,
+            canonical_uri: &path,
+            query: &op.query,
+            headers: &headers,
+            payload_sha256,
+        },
+        creds,
+        &target.region,
+        "s3",
+        time,
+    );
+    // The host sets Host from the authority; sending it ourselves would be stripped.
+    headers.retain(|(k, _)| k != "host");
+    headers.push(("authorization".to_string(), auth));
+    let query = canonical_query(&op.query);
+    let path_and_query = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    Prepared {
+        method: op.method,
+        path_and_query,
+        headers,
+    }
+}
+
+/// A client for one bucket.
+pub struct S3 {
+    pub target: BucketTarget,
+    creds: Credentials,
+    timeout: Duration,
+    policy: RetryPolicy,
+    retries: Rc<Cell<u64>>,
+}
+
+impl S3 {
+    pub fn new(
+        target: BucketTarget,
+        creds: Credentials,
+        timeout: Duration,
+        policy: RetryPolicy,
+        retries: Rc<Cell<u64>>,
+    ) -> Self {
+        Self {
+            target,
+            creds,
+            timeout,
+            policy,
+            retries,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.target.bucket
+    }
+
+    /// Sends `op` once. A non-2xx answer becomes `S3Error::Status` with the code and
+    /// message of its `<Error>` document.
+    pub fn send_once(
+        &self,
+        op: &Op<'_>,
+        body: Option<&[u8]>,
+        payload_sha256: &str,
+    ) -> Result<Response, S3Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let prepared = prepare(
+            &self.target,
+            &self.creds,
+            op,
+            payload_sha256,
+            &SigningTime::from_unix(now),
+        );
+        let request = http::Request {
+            method: prepared.method,
+            https: self.target.endpoint.https,
+            authority: &self.target.endpoint.authority,
+            path_and_query: &prepared.path_and_query,
+            headers: &prepared.headers,
+            timeout: self.timeout,
+        };
+        let mut resp = http::send(&request, body).map_err(|e| S3Error::Transport(e.0))?;
+        if (200..300).contains(&resp.status) {
+            return Ok(resp);
+        }
+        let status = resp.status;
+        let text = resp.read_to_string(64 * 1024).unwrap_or_default();
+        Err(match xml::parse_error(&text) {
+            Some(e) => S3Error::Status {
+                status,
+                code: e.code,
+                message: e.message,
+            },
+            None => S3Error::Status {
+                status,
+                code: default_code(status).to_string(),
+                message: String::new(),
+            },
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retry budget is spent.
+    /// `attempt` must be repeatable: it gets the retry number (0 for the first try).
+    pub fn retrying<T>(
+        &self,
+        what: &str,
+        key: Option<&str>,
+        mut attempt: impl FnMut(u32) -> Result<T, S3Error>,
+    ) -> Result<T, S3Error> {
+        let mut retry = 0;
+        loop {
+            match attempt(retry) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && retry < self.policy.max_retries => {
+                    let wait = self.policy.delay(retry, http::random_u64());
+                    retry += 1;
+                    self.retries.set(self.retries.get() + 1);
+                    log::warn(
+                        "retry",
+                        json!({"op": what, "bucket": self.target.bucket, "key": key,
+                               "attempt": retry, "waitMs": wait.as_millis() as u64,
+                               "error": e.to_string()}),
+                    );
+                    http::sleep(wait);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `op` with retries; `body` is resent as it is on each attempt.
+    pub fn call(&self, op: &Op<'_>, body: Option<&[u8]>) -> Result<Response, S3Error> {
+        let payload = match body {
+            Some(b) => sigv4::sha256_hex(b),
+            None => sigv4::EMPTY_SHA256.to_string(),
+        };
+        self.retrying(op.name, op.key, |_| self.send_once(op, body, &payload))
+    }
+
+    /// Like `call`, for operations whose answer is a small XML document.
+    pub fn call_xml(&self, op: &Op<'_>, body: Option<&[u8]>) -> Result<String, S3Error> {
+        let payload = match body {
+            Some(b) => sigv4::sha256_hex(b),
+            None => sigv4::EMPTY_SHA256.to_string(),
+        };
+        self.retrying(op.name, op.key, |_| {
+            let mut resp = self.send_once(op, body, &payload)?;
+            resp.read_to_string(16 * 1024 * 1024)
+                .map_err(|e| S3Error::Transport(e.0))
+        })
+    }
+}
+
+fn default_code(status: u16) -> &'static str {
+    match status {
+        400 => "BadRequest",
+        401 | 403 => "AccessDenied",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        412 => "PreconditionFailed",
+        416 => "InvalidRange",
+        429 => "SlowDown",
+        500 => "InternalError",
+        501 => "NotImplemented",
+        503 => "ServiceUnavailable",
+        _ => "HttpError",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+
+    #[test]
+    fn path_style_signed_with_port_and_encoded_key() {
+        let target = BucketTarget {
+            bucket: "source".into(),
+            region: "nyc3".into(),
+            endpoint: Endpoint {
+                https: false,
+                authority: "127.0.0.1:9000".into(),
+            },
+        };
+        let creds = Credentials {
+            access_key: "AKID".into(),
+            secret_key: "SECRET".into(),
+        };
+        let op = Op {
+            name: "GetObject",
+            method: "GET",
+            key: Some("dir//a b+c%.txt"),
+            query: vec![],
+            headers: vec![("Range".into(), "bytes=5-".into())],
+        };
+        let p = prepare(
+            &target,
+            &creds,
+            &op,
+            sigv4::EMPTY_SHA256,
+            &SigningTime::new("20250101T000000Z"),
+        );
+        assert_eq!(p.path_and_query, "/source/dir//a%20b%2Bc%25.txt");
+        assert!(p.headers.iter().all(|(k, _)| k != "host"));
+        let auth = &p
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1;
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20250101/nyc3/s3/aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature="));
+        assert!(!auth.contains("SECRET"));
+
+        let list = Op {
+            name: "ListObjectsV2",
+            method: "GET",
+            key: None,
+            query: vec![
+                ("list-type".into(), "2".into()),
+                ("continuation-token".into(), "a/b+c=".into()),
+            ],
+            headers: vec![],
+        };
+        let p = prepare(
+            &target,
+            &creds,
+            &list,
+            sigv4::EMPTY_SHA256,
+            &SigningTime::new("20250101T000000Z"),
+        );
+        assert_eq!(
+            p.path_and_query,
+            "/source?continuation-token=a%2Fb%2Bc%3D&list-type=2"
+        );
+    }
+}

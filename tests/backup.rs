@@ -1,0 +1,382 @@
+//! End-to-end backups: the real component, run by the host, against a real S3 server
+//! (s3s-fs, SigV4 enforced) on 127.0.0.1. Archives are read back from the server's
+//! folder with Python's `zipfile`, an independent reader, and compared byte for byte.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{
+    backup_env, read_zip_with_python, run_backup, set, sha256_hex, start_s3_with, Fault,
+    MIN_PART_SIZE,
+};
+
+/// Deterministic bytes: text-like (compressible) or noise (incompressible).
+fn content(seed: u64, len: usize, text: bool) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    const WORDS: [&str; 8] = [
+        "backup ", "spaces ", "bucket ", "object ", "zip ", "part ", "stream ", "\n",
+    ];
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if text {
+            out.extend_from_slice(WORDS[(x % 8) as usize].as_bytes());
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// More than one listing page (1,000 keys), nested prefixes, an empty object, one object
+/// larger than two parts, and keys that need URI encoding.
+fn seed_source(s3: &common::TestS3, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut objects = BTreeMap::new();
+    for i in 0..1_150u64 {
+        let key = match i % 4 {
+            0 => format!("photos/{}/{:02}/img-{i:05}.raw", 2020 + i % 5, i % 12 + 1),
+            1 => format!("docs/team-{}/notes-{i:05}.txt", i % 7),
+            2 => format!("logs/app/{}/run-{i:05}.log", i % 3),
+            _ => format!("top-{i:05}.dat"),
+        };
+        let len = (i * 7919 % 20_000) as usize;
+        objects.insert(key, content(i, len, i % 2 == 1));
+    }
+    objects.insert("empty/zero-bytes.txt".into(), Vec::new());
+    objects.insert(
+        "big/archive-part.bin".into(),
+        content(7, 2 * MIN_PART_SIZE as usize + 1_234_567, false),
+    );
+    objects.insert("big/compressible.log".into(), content(8, 3_000_000, true));
+    for key in [
+        "special/with space.txt",
+        "special/plus+sign.txt",
+        "special/percent%20literal.txt",
+        "special/hash#and?query&x=y.txt",
+        "special/ünïcödé-ファイル.txt",
+        "special/emoji-😀.txt",
+        "special/semi;colon,comma(paren)'quote'.txt",
+        "special/tilde~star*.txt",
+    ] {
+        objects.insert(key.into(), key.as_bytes().repeat(3));
+    }
+    s3.create_bucket(bucket).unwrap();
+    for (key, data) in &objects {
+        s3.put_object(bucket, key, data).unwrap();
+    }
+    objects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backs_up_every_object_byte_for_byte() {
+    let s3 = common::start_s3();
+    let objects = seed_source(&s3, "source");
+    s3.create_bucket("dest").unwrap();
+
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Backup completed successfully");
+    assert_eq!(body["sourceBucket"], "source");
+    assert_eq!(body["destinationBucket"], "dest");
+    assert_eq!(body["filesBackedUp"], objects.len() as u64);
+    assert!(body["durationSeconds"].as_f64().is_some());
+    let name = body["archiveName"].as_str().unwrap();
+    let stamp = name
+        .strip_prefix("backups/backup-source-")
+        .and_then(|s| s.strip_suffix(".zip"))
+        .unwrap_or_else(|| panic!("archive name {name}"));
+    // 2025-12-19T10-30-00-000Z
+    assert_eq!(stamp.len(), 24, "{stamp}");
+    assert!(
+        stamp.ends_with('Z') && !stamp.contains(':') && !stamp.contains('.'),
+        "{stamp}"
+    );
+
+    // ListObjectsV2 was followed across pages.
+    let lists = s3
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "ListObjectsV2")
+        .count();
+    assert!(lists >= 2, "{lists} listing requests");
+
+    let path = common::archive_path(&s3, "dest", &body);
+    let archive_size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(body["archiveSize"], archive_size);
+    assert!(body["parts"].as_u64().unwrap() >= 3, "{body}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert_eq!(s3.leftover_part_files().unwrap(), 0);
+
+    let entries = read_zip_with_python(&path);
+    // Every key safe as it is: no renames, so no manifest.
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let keys: Vec<&str> = objects.keys().map(String::as_str).collect();
+    assert_eq!(
+        names, keys,
+        "entries in listing order, named exactly as the keys"
+    );
+    for e in &entries {
+        let data = &objects[&e.name];
+        assert_eq!(e.size, data.len() as u64, "{}", e.name);
+        assert_eq!(e.sha256, sha256_hex(data), "{}", e.name);
+        assert!(!e.is_dir);
+        if !e.name.is_ascii() {
+            assert!(e.utf8_flag, "{} lacks the UTF-8 flag", e.name);
+        }
+    }
+    let by_name = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+    assert_eq!(
+        by_name("empty/zero-bytes.txt").method,
+        0,
+        "empty files are stored"
+    );
+    assert_eq!(by_name("big/archive-part.bin").method, 0, "noise is stored");
+    let text = by_name("big/compressible.log");
+    assert_eq!(text.method, 8, "text is deflated");
+    assert!(text.compressed_size * 2 < text.size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_archive_is_one_part() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.txt", b"alpha").unwrap();
+    s3.put_object("source", "folder/b.txt", b"beta").unwrap();
+
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "COMPRESSION", "deflate");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["parts"], 1);
+    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    let found: BTreeMap<_, _> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    assert_eq!(found["a.txt"].sha256, sha256_hex(b"alpha"));
+    assert_eq!(found["a.txt"].method, 8);
+    assert_eq!(found["folder/b.txt"].sha256, sha256_hex(b"beta"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_bucket_gives_an_empty_archive() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["filesBackedUp"], 0);
+    assert!(read_zip_with_python(&common::archive_path(&s3, "dest", &body)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_bucket_leaves_earlier_archives_out() {
+    let s3 = common::start_s3();
+    s3.create_bucket("both").unwrap();
+    s3.put_object("both", "data/x.txt", b"x").unwrap();
+    let env = backup_env(&s3, "both", "both");
+    let (status, first) = run_backup(&env).await;
+    assert_eq!(status, 200, "{first}");
+    // Archive names have millisecond stamps: make sure the second differs.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, second) = run_backup(&env).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["filesBackedUp"], 1, "{second}");
+    assert_eq!(second["excludedArchives"], 1, "{second}");
+    let entries = read_zip_with_python(&common::archive_path(&s3, "both", &second));
+    let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["data/x.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_fails_clearly_and_leaves_no_upload() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.txt", b"alpha").unwrap();
+    let mut env = backup_env(&s3, "source", "dest");
+    let wrong = "wrong-secret-value-0123456789";
+    set(&mut env, "SPACES_SECRET", wrong);
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "Backup failed");
+    assert_eq!(body["code"], "AccessDenied");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("access denied") && message.contains("'source'"),
+        "{message}"
+    );
+    assert!(
+        message.contains("SPACES_KEY") && message.contains("SPACES_SECRET"),
+        "{message}"
+    );
+    let text = body.to_string();
+    assert!(
+        !text.contains(wrong) && !text.contains(s3.access_key()),
+        "{text}"
+    );
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_source_bucket_is_named() {
+    let s3 = common::start_s3();
+    s3.create_bucket("dest").unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "no-such-bucket", "dest")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "NoSuchBucket");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("'no-such-bucket'") && message.contains("SOURCE_BUCKET"),
+        "{message}"
+    );
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_destination_bucket_is_named() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.put_object("source", "a.txt", b"alpha").unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "no-dest-here")).await;
+    assert_eq!(status, 404, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("destination bucket 'no-dest-here'"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_400_before_any_request() {
+    let s3 = common::start_s3();
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "PART_SIZE", "1MiB");
+    set(&mut env, "DEST_ENDPOINT", "not-a-url");
+    common::unset(&mut env, "SOURCE_BUCKET");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "InvalidConfiguration");
+    let message = body["message"].as_str().unwrap();
+    for name in ["SOURCE_BUCKET", "PART_SIZE", "DEST_ENDPOINT"] {
+        assert!(message.contains(name), "{name} not named in: {message}");
+    }
+    assert!(!message.contains(s3.secret_key()));
+    assert!(
+        s3.requests().is_empty(),
+        "requests were sent: {:?}",
+        s3.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_create_aborts_the_upload() {
+    // Every UploadPart fails for good: the run must abort its upload and say so.
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| match req.operation() {
+            "UploadPart" => Fault::Status {
+                status: 500,
+                code: "InternalError".into(),
+            },
+            _ => Fault::Pass,
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.bin", &content(1, 6 * 1024 * 1024, false))
+        .unwrap();
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "MAX_RETRIES", "2");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("aborted"), "{message}");
+    let ops: Vec<_> = s3.requests().iter().map(|r| r.operation).collect();
+    assert_eq!(
+        ops.iter().filter(|o| **o == "UploadPart").count(),
+        3,
+        "1 try + 2 retries: {ops:?}"
+    );
+    assert_eq!(ops.last(), Some(&"AbortMultipartUpload"), "{ops:?}");
+    assert_eq!(body["code"], "InternalError");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert_eq!(s3.leftover_part_files().unwrap(), 0);
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_cut_bodies_resumed() {
+    // One 503 SlowDown on the listing, a reset on a GET, a body cut mid-way, and a
+    // 200-with-error on Complete: the archive must still match the source exactly.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static GETS: AtomicU32 = AtomicU32::new(0);
+    static COMPLETES: AtomicU32 = AtomicU32::new(0);
+    static LISTS: AtomicU32 = AtomicU32::new(0);
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| match req.operation() {
+            "ListObjectsV2" if LISTS.fetch_add(1, Ordering::SeqCst) == 0 => Fault::Status {
+                status: 503,
+                code: "SlowDown".into(),
+            },
+            "GetObject" => match GETS.fetch_add(1, Ordering::SeqCst) {
+                2 => Fault::Disconnect,
+                4 => Fault::CutOff(100_000),
+                _ => Fault::Pass,
+            },
+            "CompleteMultipartUpload" if COMPLETES.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Fault::Status {
+                    status: 200,
+                    code: "InternalError".into(),
+                }
+            }
+            _ => Fault::Pass,
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let mut objects = BTreeMap::new();
+    for i in 0..8u64 {
+        let data = content(i, 300_000 + i as usize, i % 2 == 0);
+        s3.put_object("source", &format!("obj-{i}"), &data).unwrap();
+        objects.insert(format!("obj-{i}"), data);
+    }
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["retries"].as_u64().unwrap() >= 3, "{body}");
+    let ranged = s3.requests().iter().filter(|r| r.range.is_some()).count();
+    assert!(ranged >= 1, "the cut-off GET was not resumed with Range");
+    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries.len(), objects.len());
+    for e in entries {
+        assert_eq!(e.sha256, sha256_hex(&objects[&e.name]), "{}", e.name);
+    }
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_fails_in_bounded_time() {
+    let s3 = common::start_s3();
+    let mut env = backup_env(&s3, "source", "dest");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    set(
+        &mut env,
+        "SOURCE_ENDPOINT",
+        &format!("http://127.0.0.1:{port}"),
+    );
+    set(&mut env, "MAX_RETRIES", "1");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["code"], "NetworkError");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")) && message.contains("SOURCE_ENDPOINT"),
+        "{message}"
+    );
+}
