@@ -10,14 +10,15 @@ use time::OffsetDateTime;
 
 use crate::archive::{choose_method, Archive, SAMPLE_SIZE};
 use crate::config::{BucketTarget, Config};
-use crate::fetch;
+use crate::fetch::Download;
+use crate::http;
 use crate::list::Lister;
 use crate::log;
 use crate::naming::{archive_key, is_own_archive};
-use crate::parts::PartBuffer;
+use crate::parts::{part_size_for, PartBuffer};
 use crate::retry::RetryPolicy;
 use crate::s3::{S3Error, S3};
-use crate::upload::MultipartUpload;
+use crate::upload::{MultipartUpload, PartUpload};
 use crate::xml::ListedObject;
 
 /// A failed backup, as the response reports it.
@@ -247,6 +248,29 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
     Ok(Summary { body })
 }
 
+/// Bytes that GETs may buffer ahead of the archive, all downloads together.
+const PREFETCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// The event loop: GETs in flight ahead of the archive, the archive fed in listing order,
+/// parts uploaded while the next ones fill. Nothing here blocks except on `wasi:io/poll`
+/// when no request can move (and on listing pages, a few per thousand objects).
+struct Pipeline<'a, 'l, 'u> {
+    config: &'a Config,
+    src: &'a S3,
+    lister: &'a mut Lister<'l>,
+    listed: std::collections::VecDeque<ListedObject>,
+    listing_done: bool,
+    downloads: std::collections::VecDeque<Download>,
+    entry_started: bool,
+    archive: Option<Archive>,
+    buffer: &'a PartBuffer,
+    upload: &'a mut MultipartUpload<'u>,
+    parts: Vec<PartUpload>,
+    max_uploads: usize,
+    per_download: usize,
+    progress: &'a mut Progress,
+}
+
 fn archive_all(
     config: &Config,
     src: &S3,
@@ -256,148 +280,309 @@ fn archive_all(
     upload: &mut MultipartUpload<'_>,
     progress: &mut Progress,
 ) -> Result<(), BackupError> {
-    let same_bucket = config.source.bucket == config.dest.bucket
-        && config.source.endpoint == config.dest.endpoint;
-    let mut archive = Archive::new(buffer.clone(), config.compression_level);
-    let mut page = Some(first);
-    while let Some(objects) = page {
-        for obj in &objects {
-            if same_bucket
-                && is_own_archive(&obj.key, &config.archive_prefix, &config.source.bucket)
-            {
-                progress.excluded += 1;
-                continue;
-            }
-            copy_object(config, src, obj, &mut archive, buffer, upload, progress)?;
+    let mut p = Pipeline {
+        config,
+        src,
+        lister,
+        listed: first.into(),
+        listing_done: false,
+        downloads: Default::default(),
+        entry_started: false,
+        archive: Some(Archive::new(buffer.clone(), config.compression_level)),
+        buffer,
+        upload,
+        parts: Vec::new(),
+        max_uploads: config.concurrency.div_ceil(2),
+        per_download: (PREFETCH_BYTES / config.concurrency).max(SAMPLE_SIZE * 2),
+        progress,
+    };
+    let result = p.run();
+    if result.is_err() {
+        for part in p.parts.drain(..) {
+            part.settle();
         }
-        page = lister
-            .next_page()
-            .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?;
     }
-    let entries = archive.entries();
-    let renamed = archive.renamed().len();
-    archive
-        .finish()
-        .map_err(|e| internal("ArchiveError", format!("finishing the archive failed: {e}")))?;
-    log::info(
-        "archive_finished",
-        json!({"entries": entries, "renamed": renamed}),
-    );
-    flush_parts(config, buffer, upload)?;
-    // The last part may be short; an archive smaller than one part is a single part.
-    let rest = buffer.take_rest();
-    upload_part(config, upload, &rest)
+    result
 }
 
-fn upload_part(
-    config: &Config,
-    upload: &mut MultipartUpload<'_>,
-    data: &[u8],
-) -> Result<(), BackupError> {
-    let key = upload.key.clone();
-    upload.upload_part(data).map_err(|e| {
+impl Pipeline<'_, '_, '_> {
+    fn source_err(&self, doing: &str, key: Option<&str>, e: &S3Error) -> BackupError {
+        s3_failure(Side::Source, &self.config.source, doing, key, e)
+    }
+
+    fn dest_err(&self, doing: &str, e: &S3Error) -> BackupError {
         s3_failure(
             Side::Destination,
-            &config.dest,
-            "uploading a part",
-            Some(&key),
-            &e,
+            &self.config.dest,
+            doing,
+            Some(&self.upload.key),
+            e,
         )
-    })?;
-    log::debug(
-        "part_uploaded",
-        json!({"part": upload.parts(), "bytes": data.len()}),
-    );
-    Ok(())
-}
-
-fn flush_parts(
-    config: &Config,
-    buffer: &PartBuffer,
-    upload: &mut MultipartUpload<'_>,
-) -> Result<(), BackupError> {
-    while let Some(part) = buffer.take_part(config.part_size) {
-        upload_part(config, upload, &part)?;
     }
-    Ok(())
-}
 
-fn copy_object(
-    config: &Config,
-    src: &S3,
-    obj: &ListedObject,
-    archive: &mut Archive,
-    buffer: &PartBuffer,
-    upload: &mut MultipartUpload<'_>,
-    progress: &mut Progress,
-) -> Result<(), BackupError> {
-    let key = obj.key.as_str();
-    let archive_err = |e: crate::archive::ArchiveError| {
-        internal("ArchiveError", format!("archiving '{key}': {e}"))
-    };
-    let fetch_err = |e: S3Error| {
-        s3_failure(
-            Side::Source,
-            &config.source,
-            "reading an object",
-            Some(key),
-            &e,
-        )
-    };
-    if key.ends_with('/') && obj.size == 0 {
-        archive
-            .add_directory(key, &obj.last_modified)
-            .map_err(archive_err)?;
-        progress.files += 1;
-        return Ok(());
-    }
-    let Some(mut stream) = fetch::open(src, obj, config.max_retries).map_err(fetch_err)? else {
-        log::warn(
-            "skipped",
-            json!({"key": key, "reason": "deleted after it was listed"}),
-        );
-        progress.skipped.push(key.to_string());
-        return Ok(());
-    };
-    // The first bytes decide the entry's method, so they are read before it starts.
-    let mut head = Vec::new();
-    while head.len() < SAMPLE_SIZE {
-        match stream.next_chunk().map_err(fetch_err)? {
-            Some(chunk) if head.is_empty() => head = chunk,
-            Some(chunk) => head.extend_from_slice(&chunk),
-            None => break,
+    fn run(&mut self) -> Result<(), BackupError> {
+        loop {
+            let mut moved = self.refill()?;
+            moved |= self.step_downloads()?;
+            moved |= self.feed_archive()?;
+            moved |= self.step_uploads()?;
+            if self.archive.is_some()
+                && self.listing_done
+                && self.listed.is_empty()
+                && self.downloads.is_empty()
+            {
+                self.finish_archive()?;
+                moved = true;
+            }
+            if self.archive.is_none() {
+                moved |= self.start_parts(true)?;
+                if self.parts.is_empty() && self.buffer.is_empty() {
+                    return Ok(());
+                }
+            }
+            if !moved {
+                let mut pollables = Vec::new();
+                for (i, d) in self.downloads.iter().enumerate() {
+                    d.pollables(i == 0 || d.buffered() < self.per_download, &mut pollables);
+                }
+                for part in &self.parts {
+                    part.pollables(&mut pollables);
+                }
+                http::wait_any(&pollables);
+            }
         }
     }
-    let method = choose_method(
-        key,
-        obj.size,
-        &head[..head.len().min(SAMPLE_SIZE)],
-        config.compression,
-    );
-    let name = archive
-        .start_file(key, obj.size, &obj.last_modified, method)
-        .map_err(archive_err)?;
-    archive.write(&head).map_err(archive_err)?;
-    let mut read = head.len() as u64;
-    drop(head);
-    flush_parts(config, buffer, upload)?;
-    while let Some(chunk) = stream.next_chunk().map_err(fetch_err)? {
-        read += chunk.len() as u64;
-        archive.write(&chunk).map_err(archive_err)?;
-        flush_parts(config, buffer, upload)?;
+
+    /// Starts GETs for the next listed objects, up to CONCURRENCY in flight.
+    fn refill(&mut self) -> Result<bool, BackupError> {
+        let mut moved = false;
+        while self.downloads.len() < self.config.concurrency {
+            let Some(obj) = self.next_object()? else {
+                break;
+            };
+            let same_bucket = self.config.source.bucket == self.config.dest.bucket
+                && self.config.source.endpoint == self.config.dest.endpoint;
+            if same_bucket
+                && is_own_archive(
+                    &obj.key,
+                    &self.config.archive_prefix,
+                    &self.config.source.bucket,
+                )
+            {
+                self.progress.excluded += 1;
+                continue;
+            }
+            let d = Download::start(self.src, obj)
+                .map_err(|e| self.source_err("reading an object", None, &e))?;
+            self.downloads.push_back(d);
+            moved = true;
+        }
+        Ok(moved)
     }
-    // `next_chunk` ends only at exactly the listed size; this guards that promise.
-    if read != obj.size {
-        return Err(internal(
-            "SizeMismatch",
-            format!("'{key}' gave {read} bytes but was listed with {}", obj.size),
-        ));
+
+    fn next_object(&mut self) -> Result<Option<ListedObject>, BackupError> {
+        loop {
+            if let Some(obj) = self.listed.pop_front() {
+                return Ok(Some(obj));
+            }
+            if self.listing_done {
+                return Ok(None);
+            }
+            match self.lister.next_page() {
+                Ok(Some(page)) => self.listed = page.into(),
+                Ok(None) => self.listing_done = true,
+                Err(e) => return Err(self.source_err("listing objects", None, &e)),
+            }
+        }
     }
-    progress.files += 1;
-    progress.bytes_read += read;
-    log::debug(
-        "archived",
-        json!({"key": key, "entry": name, "bytes": read, "method": format!("{method:?}")}),
-    );
-    Ok(())
+
+    fn step_downloads(&mut self) -> Result<bool, BackupError> {
+        let mut moved = false;
+        for d in &mut self.downloads {
+            let budget = self.per_download.saturating_sub(d.buffered());
+            match d.step(self.src, budget) {
+                Ok(m) => moved |= m,
+                Err(e) => {
+                    return Err(s3_failure(
+                        Side::Source,
+                        &self.config.source,
+                        "reading an object",
+                        Some(&d.obj.key),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The next part's size: fixed, or growing with the part number.
+    fn next_part_size(&self) -> u64 {
+        part_size_for(
+            self.upload.started() + 1,
+            self.config.part_size,
+            self.config.part_size_fixed,
+        )
+    }
+
+    /// True while a full part waits for an upload slot: the archive must not grow.
+    fn backpressure(&self) -> bool {
+        self.parts.len() >= self.max_uploads && self.buffer.len() as u64 >= self.next_part_size()
+    }
+
+    /// Writes the head download's bytes into the archive, in listing order.
+    fn feed_archive(&mut self) -> Result<bool, BackupError> {
+        let mut moved = false;
+        let archive_err = |key: &str, e: crate::archive::ArchiveError| {
+            internal("ArchiveError", format!("archiving '{key}': {e}"))
+        };
+        while let Some(head) = self.downloads.front_mut() {
+            let Some(archive) = self.archive.as_mut() else {
+                break;
+            };
+            let obj = &head.obj;
+            if Download::is_directory(obj) {
+                archive
+                    .add_directory(&obj.key, &obj.last_modified)
+                    .map_err(|e| archive_err(&obj.key, e))?;
+                self.progress.files += 1;
+                self.downloads.pop_front();
+                moved = true;
+                continue;
+            }
+            if head.missing {
+                log::warn(
+                    "skipped",
+                    json!({"key": obj.key, "reason": "deleted after it was listed"}),
+                );
+                self.progress.skipped.push(obj.key.clone());
+                self.downloads.pop_front();
+                moved = true;
+                continue;
+            }
+            if !self.entry_started {
+                // The first bytes decide the entry's method, so they come before it starts.
+                if head.buffered() < SAMPLE_SIZE && !head.finished() {
+                    break;
+                }
+                let method = choose_method(
+                    &obj.key,
+                    obj.size,
+                    &head.sample(SAMPLE_SIZE),
+                    self.config.compression,
+                );
+                let name = archive
+                    .start_file(&obj.key, obj.size, &obj.last_modified, method)
+                    .map_err(|e| archive_err(&obj.key, e))?;
+                log::debug(
+                    "archiving",
+                    json!({"key": obj.key, "entry": name, "method": format!("{method:?}")}),
+                );
+                self.entry_started = true;
+                moved = true;
+            }
+            while !self.backpressure() {
+                let Some(head) = self.downloads.front_mut() else {
+                    break;
+                };
+                let Some(chunk) = head.pop_chunk() else {
+                    break;
+                };
+                let archive = self.archive.as_mut().expect("archive open");
+                archive
+                    .write(&chunk)
+                    .map_err(|e| archive_err(&head.obj.key, e))?;
+                moved = true;
+                self.start_parts(false)?;
+            }
+            let head = self.downloads.front_mut().expect("head checked above");
+            if head.finished() && head.buffered() == 0 {
+                // `Download` finishes only at exactly the listed size; this guards it.
+                if head.received() != head.obj.size {
+                    return Err(internal(
+                        "SizeMismatch",
+                        format!(
+                            "'{}' gave {} bytes but was listed with {}",
+                            head.obj.key,
+                            head.received(),
+                            head.obj.size
+                        ),
+                    ));
+                }
+                self.progress.files += 1;
+                self.progress.bytes_read += head.received();
+                self.downloads.pop_front();
+                self.entry_started = false;
+                moved = true;
+                continue;
+            }
+            break;
+        }
+        Ok(moved)
+    }
+
+    /// Starts uploads for full parts while slots are free; with `last`, also the rest.
+    fn start_parts(&mut self, last: bool) -> Result<bool, BackupError> {
+        let mut moved = false;
+        while self.parts.len() < self.max_uploads {
+            let size = self.next_part_size();
+            let data = match self.buffer.take_part(size) {
+                Some(d) => d,
+                // The last part may be short; an archive smaller than one part is one part.
+                None if last && (!self.buffer.is_empty() || self.upload.started() == 0) => {
+                    self.buffer.take_rest()
+                }
+                None => break,
+            };
+            let part = self
+                .upload
+                .start_part(data)
+                .map_err(|e| self.dest_err("uploading a part", &e))?;
+            log::debug(
+                "part_started",
+                json!({"part": part.number, "bytes": part.len()}),
+            );
+            self.parts.push(part);
+            moved = true;
+            if last && self.buffer.is_empty() {
+                break;
+            }
+        }
+        Ok(moved)
+    }
+
+    fn step_uploads(&mut self) -> Result<bool, BackupError> {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.parts.len() {
+            match self.upload.step(&mut self.parts[i]) {
+                Ok(true) => {
+                    let part = self.parts.swap_remove(i);
+                    log::debug("part_uploaded", json!({"part": part.number}));
+                    moved = true;
+                }
+                Ok(false) => i += 1,
+                Err(e) => return Err(self.dest_err("uploading a part", &e)),
+            }
+        }
+        if self.archive.is_some() {
+            moved |= self.start_parts(false)?;
+        }
+        Ok(moved)
+    }
+
+    fn finish_archive(&mut self) -> Result<(), BackupError> {
+        if let Some(archive) = self.archive.take() {
+            let entries = archive.entries();
+            let renamed = archive.renamed().len();
+            archive.finish().map_err(|e| {
+                internal("ArchiveError", format!("finishing the archive failed: {e}"))
+            })?;
+            log::info(
+                "archive_finished",
+                json!({"entries": entries, "renamed": renamed}),
+            );
+        }
+        Ok(())
+    }
 }

@@ -10,7 +10,9 @@ pub const MIB: u64 = 1024 * 1024;
 /// S3's smallest part (except the last one) and largest part.
 pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
-pub const DEFAULT_PART_SIZE: u64 = 16 * MIB;
+pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
+pub const DEFAULT_CONCURRENCY: usize = 8;
+pub const MAX_CONCURRENCY: usize = 64;
 pub const DEFAULT_REGION: &str = "nyc3";
 pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
@@ -62,7 +64,12 @@ pub struct Config {
     pub dest: BucketTarget,
     pub credentials: Credentials,
     pub archive_prefix: String,
+    /// The first part's size; later parts grow unless `part_size_fixed`.
     pub part_size: u64,
+    /// PART_SIZE was set: every part has that size.
+    pub part_size_fixed: bool,
+    /// Requests in flight: GETs, and half as many UploadParts.
+    pub concurrency: usize,
     pub compression: Compression,
     pub compression_level: u8,
     pub max_retries: u32,
@@ -186,7 +193,16 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         DEFAULT_ARCHIVE_PREFIX.to_string(),
         parse_prefix,
     );
+    let part_size_fixed = r.get("PART_SIZE").is_some();
     let part_size = r.parse("PART_SIZE", DEFAULT_PART_SIZE, parse_part_size);
+    let concurrency = r.parse("CONCURRENCY", DEFAULT_CONCURRENCY, |v| {
+        match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "'{v}' is not a whole number from 1 to {MAX_CONCURRENCY}"
+            )),
+        }
+    });
     let compression = r.parse("COMPRESSION", Compression::Auto, |v| {
         match v.to_ascii_lowercase().as_str() {
             "auto" => Ok(Compression::Auto),
@@ -234,6 +250,8 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         },
         archive_prefix,
         part_size,
+        part_size_fixed,
+        concurrency,
         compression,
         compression_level,
         max_retries,
@@ -411,6 +429,8 @@ mod tests {
         assert_eq!(c.dest.endpoint.authority, "nyc3.digitaloceanspaces.com");
         assert_eq!(c.archive_prefix, "backups");
         assert_eq!(c.part_size, DEFAULT_PART_SIZE);
+        assert!(!c.part_size_fixed);
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.compression, Compression::Auto);
     }
 
@@ -450,6 +470,7 @@ mod tests {
             ("PART_SIZE", "1MiB"),
             ("COMPRESSION", "zstd"),
             ("MAX_RETRIES", "many"),
+            ("CONCURRENCY", "0"),
         ]);
         let err = from_env(&env(&vars)).unwrap_err();
         let text = err.to_string();

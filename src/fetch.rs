@@ -1,127 +1,258 @@
-//! Stage 2: GetObject, read in chunks. A body cut off mid-way resumes with a `Range`
-//! request from the byte it reached, pinned to the listed ETag with `If-Match`.
+//! Stage 2: GetObject, several in flight, each read in chunks without blocking. A body
+//! cut off mid-way resumes with a `Range` request from the byte it reached, pinned to
+//! the listed ETag with `If-Match`; failures before the body are retried with backoff.
+
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde_json::json;
+use wasi::io::poll::Pollable;
 
-use crate::http::Response;
+use crate::http::{self, InFlight, Read, Response};
 use crate::log;
-use crate::s3::{Op, S3Error, S3};
+use crate::s3::{check_status, Op, S3Error, S3};
+use crate::sigv4::EMPTY_SHA256;
 use crate::xml::ListedObject;
 
-/// Largest chunk asked of the host at once.
+/// Largest chunk taken from the host at once.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 
-pub struct ObjectStream<'a> {
-    s3: &'a S3,
-    key: &'a str,
-    etag: &'a str,
-    size: u64,
-    offset: u64,
-    resp: Response,
-    resumes: u32,
-    max_resumes: u32,
+enum State {
+    Requesting(InFlight),
+    Reading(Response),
+    /// Waiting until the monotonic deadline before the next attempt.
+    Backoff(u64),
+    Done,
 }
 
-fn get(s3: &S3, key: &str, etag: &str, offset: u64) -> Result<Response, S3Error> {
+/// One object on its way into the archive.
+pub struct Download {
+    pub obj: ListedObject,
+    state: State,
+    chunks: VecDeque<Vec<u8>>,
+    buffered: usize,
+    /// Bytes received so far: where a resumed GET starts.
+    received: u64,
+    /// Attempts spent on this object (retries and resumes), bounded by MAX_RETRIES.
+    attempts: u32,
+    /// Deleted between listing and GET.
+    pub missing: bool,
+}
+
+fn op(obj: &ListedObject, offset: u64) -> Op<'_> {
     let mut headers = Vec::new();
     if offset > 0 {
         headers.push(("range".to_string(), format!("bytes={offset}-")));
-        if !etag.is_empty() {
-            headers.push(("if-match".to_string(), etag.to_string()));
+        if !obj.etag.is_empty() {
+            headers.push(("if-match".to_string(), obj.etag.clone()));
         }
     }
-    let op = Op {
+    Op {
         name: "GetObject",
         method: "GET",
-        key: Some(key),
+        key: Some(&obj.key),
         query: vec![],
         headers,
-    };
-    s3.call(&op, None)
+    }
 }
 
-/// Opens `obj` for reading. `Ok(None)` when it no longer exists (deleted since listing).
-pub fn open<'a>(
-    s3: &'a S3,
-    obj: &'a ListedObject,
-    max_resumes: u32,
-) -> Result<Option<ObjectStream<'a>>, S3Error> {
-    let resp = match get(s3, &obj.key, &obj.etag, 0) {
-        Ok(r) => r,
-        Err(e) if e.status() == Some(404) && e.code() != "NoSuchBucket" => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if let Some(len) = resp
-        .header("content-length")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        if len != obj.size {
-            return Err(S3Error::Protocol(format!(
-                "the object is {len} bytes now but was listed with {}; it changed during the backup",
-                obj.size
-            )));
+impl Download {
+    /// A folder marker needs no request: it becomes a directory entry.
+    pub fn is_directory(obj: &ListedObject) -> bool {
+        obj.key.ends_with('/') && obj.size == 0
+    }
+
+    pub fn start(s3: &S3, obj: ListedObject) -> Result<Self, S3Error> {
+        let mut d = Download {
+            obj,
+            state: State::Done,
+            chunks: VecDeque::new(),
+            buffered: 0,
+            received: 0,
+            attempts: 0,
+            missing: false,
+        };
+        if !Self::is_directory(&d.obj) {
+            d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
+                Ok(f) => State::Requesting(f),
+                Err(e) => d.retry_or_fail(s3, e)?,
+            };
+        }
+        Ok(d)
+    }
+
+    /// Bytes waiting to be archived.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Every byte has arrived (or the object is missing, or a directory).
+    pub fn finished(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn pop_chunk(&mut self) -> Option<Vec<u8>> {
+        let c = self.chunks.pop_front()?;
+        self.buffered -= c.len();
+        Some(c)
+    }
+
+    /// The first `n` buffered bytes (fewer if fewer have arrived), to judge compression.
+    pub fn sample(&self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n.min(self.buffered));
+        for c in &self.chunks {
+            let take = (n - out.len()).min(c.len());
+            out.extend_from_slice(&c[..take]);
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+
+    /// What to wait on; `want` says whether more body bytes are wanted now.
+    pub fn pollables(&self, want: bool, out: &mut Vec<Pollable>) {
+        match &self.state {
+            State::Requesting(f) => out.extend(f.pollables()),
+            State::Reading(r) if want => out.extend(r.pollable()),
+            State::Backoff(deadline) => out.push(http::timer(*deadline)),
+            _ => {}
         }
     }
-    Ok(Some(ObjectStream {
-        s3,
-        key: &obj.key,
-        etag: &obj.etag,
-        size: obj.size,
-        offset: 0,
-        resp,
-        resumes: 0,
-        max_resumes,
-    }))
-}
 
-impl ObjectStream<'_> {
-    /// The next chunk, or `None` once exactly the listed size has been read.
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, S3Error> {
-        loop {
-            match self.resp.read_chunk(CHUNK_SIZE) {
-                Ok(Some(chunk)) => {
-                    self.offset += chunk.len() as u64;
-                    if self.offset > self.size {
-                        return Err(S3Error::Protocol(format!(
-                            "the object has more than its listed {} bytes; it changed during the backup",
-                            self.size
-                        )));
-                    }
-                    return Ok(Some(chunk));
+    /// Moves this download on without blocking; reads at most `budget` body bytes.
+    /// True if anything changed.
+    pub fn step(&mut self, s3: &S3, budget: usize) -> Result<bool, S3Error> {
+        match &mut self.state {
+            State::Done => Ok(false),
+            State::Backoff(deadline) => {
+                if http::now_nanos() < *deadline {
+                    return Ok(false);
                 }
-                Ok(None) if self.offset == self.size => return Ok(None),
-                Ok(None) => self.resume("the body ended early".to_string())?,
-                Err(e) => self.resume(e.0)?,
+                self.state = match s3.start(&op(&self.obj, self.received), None, EMPTY_SHA256) {
+                    Ok(f) => State::Requesting(f),
+                    Err(e) => self.retry_or_fail(s3, e)?,
+                };
+                Ok(true)
+            }
+            State::Requesting(f) => {
+                f.pump();
+                let Some(answer) = f.try_response() else {
+                    return Ok(false);
+                };
+                self.state = match answer
+                    .map_err(|e| S3Error::Transport(e.0))
+                    .and_then(check_status)
+                    .and_then(|r| self.check_answer(r))
+                {
+                    Ok(resp) => State::Reading(resp),
+                    Err(e)
+                        if self.received == 0
+                            && e.status() == Some(404)
+                            && e.code() != "NoSuchBucket" =>
+                    {
+                        self.missing = true;
+                        State::Done
+                    }
+                    Err(e) if e.code() == "PreconditionFailed" => return Err(S3Error::Protocol(
+                        "the object changed while it was being read (its ETag no longer matches)"
+                            .into(),
+                    )),
+                    Err(e) => self.retry_or_fail(s3, e)?,
+                };
+                Ok(true)
+            }
+            State::Reading(resp) => {
+                let mut moved = false;
+                let mut taken = 0;
+                while taken < budget {
+                    match resp.try_read(CHUNK_SIZE.min(budget - taken)) {
+                        Ok(Read::Data(chunk)) => {
+                            moved = true;
+                            taken += chunk.len();
+                            self.received += chunk.len() as u64;
+                            if self.received > self.obj.size {
+                                return Err(S3Error::Protocol(format!(
+                                    "the object has more than its listed {} bytes; it changed during the backup",
+                                    self.obj.size
+                                )));
+                            }
+                            self.buffered += chunk.len();
+                            self.chunks.push_back(chunk);
+                        }
+                        Ok(Read::Pending) => break,
+                        Ok(Read::End) if self.received == self.obj.size => {
+                            self.state = State::Done;
+                            return Ok(true);
+                        }
+                        Ok(Read::End) => {
+                            let e = S3Error::Transport(format!(
+                                "the body ended early at byte {} of {}",
+                                self.received, self.obj.size
+                            ));
+                            self.state = self.retry_or_fail(s3, e)?;
+                            return Ok(true);
+                        }
+                        Err(e) => {
+                            let e = S3Error::Transport(format!(
+                                "{} at byte {} of {}",
+                                e.0, self.received, self.obj.size
+                            ));
+                            self.state = self.retry_or_fail(s3, e)?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(moved)
             }
         }
     }
 
-    fn resume(&mut self, why: String) -> Result<(), S3Error> {
-        if self.resumes >= self.max_resumes {
-            return Err(S3Error::Transport(format!(
-                "{why} at byte {} of {}, after {} resumed attempts",
-                self.offset, self.size, self.resumes
-            )));
+    /// The size announced must be what was listed; a resumed GET must honour `Range`.
+    fn check_answer(&self, resp: Response) -> Result<Response, S3Error> {
+        if self.received > 0 {
+            if resp.status != 206 {
+                return Err(S3Error::Protocol(format!(
+                    "the server ignored a Range request (HTTP {}); cannot resume",
+                    resp.status
+                )));
+            }
+            return Ok(resp);
         }
-        self.resumes += 1;
-        log::warn(
-            "resume",
-            json!({"bucket": self.s3.bucket(), "key": self.key, "offset": self.offset,
-                   "size": self.size, "attempt": self.resumes, "error": why}),
-        );
-        let resp = get(self.s3, self.key, self.etag, self.offset).map_err(|e| match e.code() {
-            "PreconditionFailed" => S3Error::Protocol(
-                "the object changed while it was being read (its ETag no longer matches)".into(),
-            ),
-            _ => e,
-        })?;
-        if self.offset > 0 && resp.status != 206 {
-            return Err(S3Error::Protocol(format!(
-                "the server ignored a Range request (HTTP {}); cannot resume",
-                resp.status
-            )));
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            if len != self.obj.size {
+                return Err(S3Error::Protocol(format!(
+                    "the object is {len} bytes now but was listed with {}; it changed during the backup",
+                    self.obj.size
+                )));
+            }
         }
-        self.resp = resp;
-        Ok(())
+        Ok(resp)
+    }
+
+    fn retry_or_fail(&mut self, s3: &S3, e: S3Error) -> Result<State, S3Error> {
+        if !e.is_transient() || self.attempts >= s3.policy().max_retries {
+            return Err(e);
+        }
+        let wait: Duration = s3.policy().delay(self.attempts, http::random_u64());
+        self.attempts += 1;
+        if self.received > 0 {
+            log::warn(
+                "resume",
+                json!({"bucket": s3.bucket(), "key": self.obj.key, "offset": self.received,
+                       "size": self.obj.size, "attempt": self.attempts, "error": e.to_string()}),
+            );
+        }
+        s3.note_retry("GetObject", Some(&self.obj.key), self.attempts, wait, &e);
+        Ok(State::Backoff(http::now_nanos().saturating_add(
+            wait.as_nanos().min(u64::MAX as u128) as u64,
+        )))
     }
 }

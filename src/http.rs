@@ -1,6 +1,7 @@
 //! The thin `wasi:http` layer: send one request, write its body, read the answer in chunks.
 //! Everything above it works with plain bytes and strings.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use wasi::http::outgoing_handler;
@@ -8,6 +9,7 @@ use wasi::http::types::{
     ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method,
     OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
+use wasi::io::poll::Pollable;
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// A request ready to go: everything already signed.
@@ -72,15 +74,26 @@ fn method(m: &str) -> Method {
     }
 }
 
-/// Sends `req` with `body` (Content-Length set, never chunked) and waits for the
-/// response head. The body is written after the request is handed to the host, through
-/// `check_write`, so a body of any size streams without trapping.
-pub fn send(req: &Request<'_>, body: Option<&[u8]>) -> Result<Response, TransportError> {
-    // Requests that may carry a body say `Content-Length: 0` when they have none: some
-    // S3 servers refuse a POST or DELETE without it.
+/// A request handed to the host: its body is written as the connection takes it, and
+/// its answer is awaited, both without blocking, so several can be in flight at once.
+/// Fields drop in order: the body stream, the body, then the future.
+pub struct InFlight {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+    future: FutureIncomingResponse,
+    data: Rc<Vec<u8>>,
+    written: usize,
+    flushing: bool,
+    write_error: Option<TransportError>,
+}
+
+/// Starts `req`. With a body, `Content-Length` is set and the body is never chunked;
+/// requests that may carry a body say `Content-Length: 0` when they have none (some S3
+/// servers refuse a POST or DELETE without it).
+pub fn start(req: &Request<'_>, body: Option<Rc<Vec<u8>>>) -> Result<InFlight, TransportError> {
     let body = match (body, req.method) {
         (None, "GET" | "HEAD") => None,
-        (None, _) => Some(&[][..]),
+        (None, _) => Some(Rc::new(Vec::new())),
         (b, _) => b,
     };
     let fields = Fields::new();
@@ -90,7 +103,7 @@ pub fn send(req: &Request<'_>, body: Option<&[u8]>) -> Result<Response, Transpor
             .append(name, value.as_bytes())
             .map_err(|_| bad_header(name))?;
     }
-    if let Some(b) = body {
+    if let Some(b) = &body {
         fields
             .append("content-length", b.len().to_string().as_bytes())
             .map_err(|_| bad_header("content-length"))?;
@@ -120,52 +133,150 @@ pub fn send(req: &Request<'_>, body: Option<&[u8]>) -> Result<Response, Transpor
     let _ = options.set_connect_timeout(Some(nanos.min(15_000_000_000)));
     let _ = options.set_first_byte_timeout(Some(nanos));
     let _ = options.set_between_bytes_timeout(Some(nanos));
+    // The request goes to the host before its body is written: the host then streams
+    // the body out as it is written, and a body of any size never piles up.
     let future = outgoing_handler::handle(request, Some(options))
         .map_err(|e| TransportError(describe(&e)))?;
-
-    let written = match body {
-        Some(data) => outgoing_body
-            .write()
-            .map_err(|()| TransportError("request body stream unavailable".into()))
-            .and_then(|stream| write_all(&stream, data)),
-        None => Ok(()),
+    let mut flight = InFlight {
+        stream: None,
+        body: Some(outgoing_body),
+        future,
+        data: body.clone().unwrap_or_default(),
+        written: 0,
+        flushing: false,
+        write_error: None,
     };
-    let finished =
-        OutgoingBody::finish(outgoing_body, None).map_err(|e| TransportError(describe(&e)));
-    // A server may answer (e.g. 403) before reading the whole body: prefer its answer.
-    match wait(&future) {
-        Ok(resp) => Response::new(resp),
-        Err(e) => Err(written.err().or(finished.err()).unwrap_or(e)),
+    match body {
+        Some(data) if !data.is_empty() => {
+            let stream = flight
+                .body
+                .as_ref()
+                .and_then(|b| b.write().ok())
+                .ok_or_else(|| TransportError("request body stream unavailable".into()))?;
+            flight.stream = Some(stream);
+        }
+        _ => flight.close_body(),
+    }
+    Ok(flight)
+}
+
+impl InFlight {
+    /// Writes as much of the body as the host takes now; never blocks. True if anything
+    /// moved.
+    pub fn pump(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(stream) = &self.stream {
+            let room = match stream.check_write() {
+                Ok(n) => n,
+                Err(e) => {
+                    self.write_error = Some(stream_error(e));
+                    self.close_body();
+                    return true;
+                }
+            };
+            if room == 0 {
+                return moved;
+            }
+            moved = true;
+            if self.flushing {
+                // Room again after a flush: everything written has gone out.
+                self.close_body();
+                return true;
+            }
+            let rest = &self.data[self.written..];
+            let result = if rest.is_empty() {
+                self.flushing = true;
+                stream.flush()
+            } else {
+                let k = rest.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                self.written += k;
+                stream.write(&rest[..k])
+            };
+            if let Err(e) = result {
+                self.write_error = Some(stream_error(e));
+                self.close_body();
+            }
+        }
+        moved
+    }
+
+    fn close_body(&mut self) {
+        self.stream = None;
+        if let Some(body) = self.body.take() {
+            if let Err(e) = OutgoingBody::finish(body, None) {
+                self.write_error.get_or_insert(TransportError(describe(&e)));
+            }
+        }
+    }
+
+    /// What to wait on: room to write the body, and the answer.
+    pub fn pollables(&self) -> Vec<Pollable> {
+        let mut out = vec![self.future.subscribe()];
+        if let Some(stream) = &self.stream {
+            out.push(stream.subscribe());
+        }
+        out
+    }
+
+    /// The answer, once it has arrived. A server may answer (e.g. 403) before it has
+    /// read the whole body: its answer is still returned.
+    pub fn try_response(&mut self) -> Option<Result<Response, TransportError>> {
+        let result = self.future.get()?;
+        // Stop writing a body nobody reads any more.
+        self.stream = None;
+        self.body = None;
+        Some(match result {
+            Ok(Ok(resp)) => Response::new(resp),
+            Ok(Err(code)) => Err(self
+                .write_error
+                .take()
+                .unwrap_or_else(|| TransportError(describe(&code)))),
+            Err(()) => Err(TransportError("response already taken".into())),
+        })
+    }
+
+    /// Blocks until the answer arrives.
+    pub fn wait(mut self) -> Result<Response, TransportError> {
+        loop {
+            self.pump();
+            if let Some(r) = self.try_response() {
+                return r;
+            }
+            wait_any(&self.pollables());
+        }
     }
 }
 
-pub(crate) fn write_all(stream: &OutputStream, mut data: &[u8]) -> Result<(), TransportError> {
-    let ready = stream.subscribe();
-    while !data.is_empty() {
-        let n = stream.check_write().map_err(stream_error)?;
-        if n == 0 {
-            ready.block();
-            continue;
-        }
-        let k = data.len().min(n as usize);
-        stream.write(&data[..k]).map_err(stream_error)?;
-        data = &data[k..];
-    }
-    stream.flush().map_err(stream_error)?;
-    ready.block();
-    stream.check_write().map_err(stream_error)?;
-    Ok(())
+/// Sends `req` and blocks until its answer's head has arrived.
+pub fn send(req: &Request<'_>, body: Option<Rc<Vec<u8>>>) -> Result<Response, TransportError> {
+    start(req, body)?.wait()
 }
 
-fn wait(future: &FutureIncomingResponse) -> Result<IncomingResponse, TransportError> {
-    loop {
-        match future.get() {
-            Some(Ok(Ok(resp))) => return Ok(resp),
-            Some(Ok(Err(code))) => return Err(TransportError(describe(&code))),
-            Some(Err(())) => return Err(TransportError("response already taken".into())),
-            None => future.subscribe().block(),
-        }
+/// Blocks until at least one of `pollables` is ready.
+pub fn wait_any(pollables: &[Pollable]) {
+    if pollables.is_empty() {
+        return;
     }
+    let refs: Vec<&Pollable> = pollables.iter().collect();
+    wasi::io::poll::poll(&refs);
+}
+
+/// Nanoseconds on the host's monotonic clock.
+pub fn now_nanos() -> u64 {
+    wasi::clocks::monotonic_clock::now()
+}
+
+/// A pollable that is ready at `deadline` (monotonic nanoseconds).
+pub fn timer(deadline: u64) -> Pollable {
+    wasi::clocks::monotonic_clock::subscribe_instant(deadline)
+}
+
+/// One non-blocking read of a response body.
+pub enum Read {
+    Data(Vec<u8>),
+    /// Nothing available yet.
+    Pending,
+    End,
 }
 
 /// A response whose body is read on demand. Fields drop in order: the stream before the
@@ -227,6 +338,32 @@ impl Response {
         }
     }
 
+    /// Up to `max` bytes of what has arrived, without blocking.
+    pub fn try_read(&mut self, max: usize) -> Result<Read, TransportError> {
+        let Some(stream) = &self.stream else {
+            return Ok(Read::End);
+        };
+        match stream.read(max as u64) {
+            Ok(bytes) if bytes.is_empty() => Ok(Read::Pending),
+            Ok(bytes) => Ok(Read::Data(bytes)),
+            Err(StreamError::Closed) => {
+                self.stream = None;
+                self.body = None;
+                Ok(Read::End)
+            }
+            Err(e) => {
+                self.stream = None;
+                self.body = None;
+                Err(stream_error(e))
+            }
+        }
+    }
+
+    /// Ready when more of the body can be read.
+    pub fn pollable(&self) -> Option<Pollable> {
+        self.stream.as_ref().map(|s| s.subscribe())
+    }
+
     /// The whole body, for small documents (XML answers); at most `limit` bytes are kept.
     pub fn read_to_string(&mut self, limit: usize) -> Result<String, TransportError> {
         let mut out = Vec::new();
@@ -254,4 +391,23 @@ pub fn sleep(d: Duration) {
 
 pub fn random_u64() -> u64 {
     wasi::random::random::get_random_u64()
+}
+
+/// Writes all of `data` to `stream`, blocking as needed (the handler's small response).
+pub(crate) fn write_all(stream: &OutputStream, mut data: &[u8]) -> Result<(), TransportError> {
+    let ready = stream.subscribe();
+    while !data.is_empty() {
+        let n = stream.check_write().map_err(stream_error)?;
+        if n == 0 {
+            ready.block();
+            continue;
+        }
+        let k = data.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        stream.write(&data[..k]).map_err(stream_error)?;
+        data = &data[k..];
+    }
+    stream.flush().map_err(stream_error)?;
+    ready.block();
+    stream.check_write().map_err(stream_error)?;
+    Ok(())
 }

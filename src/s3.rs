@@ -176,14 +176,13 @@ impl S3 {
         &self.target.bucket
     }
 
-    /// Sends `op` once. A non-2xx answer becomes `S3Error::Status` with the code and
-    /// message of its `<Error>` document.
-    pub fn send_once(
+    /// Signs `op` now and hands it to the host; the answer is awaited by the caller.
+    pub fn start(
         &self,
         op: &Op<'_>,
-        body: Option<&[u8]>,
+        body: Option<Rc<Vec<u8>>>,
         payload_sha256: &str,
-    ) -> Result<Response, S3Error> {
+    ) -> Result<http::InFlight, S3Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -203,24 +202,44 @@ impl S3 {
             headers: &prepared.headers,
             timeout: self.timeout,
         };
-        let mut resp = http::send(&request, body).map_err(|e| S3Error::Transport(e.0))?;
-        if (200..300).contains(&resp.status) {
-            return Ok(resp);
-        }
-        let status = resp.status;
-        let text = resp.read_to_string(64 * 1024).unwrap_or_default();
-        Err(match xml::parse_error(&text) {
-            Some(e) => S3Error::Status {
-                status,
-                code: e.code,
-                message: e.message,
-            },
-            None => S3Error::Status {
-                status,
-                code: default_code(status).to_string(),
-                message: String::new(),
-            },
-        })
+        http::start(&request, body).map_err(|e| S3Error::Transport(e.0))
+    }
+
+    /// Sends `op` once and waits. A non-2xx answer becomes `S3Error::Status` with the
+    /// code and message of its `<Error>` document.
+    pub fn send_once(
+        &self,
+        op: &Op<'_>,
+        body: Option<Rc<Vec<u8>>>,
+        payload_sha256: &str,
+    ) -> Result<Response, S3Error> {
+        let resp = self
+            .start(op, body, payload_sha256)?
+            .wait()
+            .map_err(|e| S3Error::Transport(e.0))?;
+        check_status(resp)
+    }
+
+    /// Counts and logs a retry (without secrets).
+    pub fn note_retry(
+        &self,
+        what: &str,
+        key: Option<&str>,
+        attempt: u32,
+        wait: Duration,
+        e: &S3Error,
+    ) {
+        self.retries.set(self.retries.get() + 1);
+        log::warn(
+            "retry",
+            json!({"op": what, "bucket": self.target.bucket, "key": key,
+                   "attempt": attempt, "waitMs": wait.as_millis() as u64,
+                   "error": e.to_string()}),
+        );
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retry budget is spent.
@@ -238,13 +257,7 @@ impl S3 {
                 Err(e) if e.is_transient() && retry < self.policy.max_retries => {
                     let wait = self.policy.delay(retry, http::random_u64());
                     retry += 1;
-                    self.retries.set(self.retries.get() + 1);
-                    log::warn(
-                        "retry",
-                        json!({"op": what, "bucket": self.target.bucket, "key": key,
-                               "attempt": retry, "waitMs": wait.as_millis() as u64,
-                               "error": e.to_string()}),
-                    );
+                    self.note_retry(what, key, retry, wait, &e);
                     http::sleep(wait);
                 }
                 Err(e) => return Err(e),
@@ -258,7 +271,10 @@ impl S3 {
             Some(b) => sigv4::sha256_hex(b),
             None => sigv4::EMPTY_SHA256.to_string(),
         };
-        self.retrying(op.name, op.key, |_| self.send_once(op, body, &payload))
+        let body = body.map(|b| Rc::new(b.to_vec()));
+        self.retrying(op.name, op.key, |_| {
+            self.send_once(op, body.clone(), &payload)
+        })
     }
 
     /// Like `call`, for operations whose answer is a small XML document.
@@ -267,12 +283,35 @@ impl S3 {
             Some(b) => sigv4::sha256_hex(b),
             None => sigv4::EMPTY_SHA256.to_string(),
         };
+        let body = body.map(|b| Rc::new(b.to_vec()));
         self.retrying(op.name, op.key, |_| {
-            let mut resp = self.send_once(op, body, &payload)?;
+            let mut resp = self.send_once(op, body.clone(), &payload)?;
             resp.read_to_string(16 * 1024 * 1024)
                 .map_err(|e| S3Error::Transport(e.0))
         })
     }
+}
+
+/// Passes a 2xx answer through; turns any other into `S3Error::Status`, reading its
+/// (small) `<Error>` document.
+pub fn check_status(mut resp: Response) -> Result<Response, S3Error> {
+    if (200..300).contains(&resp.status) {
+        return Ok(resp);
+    }
+    let status = resp.status;
+    let text = resp.read_to_string(64 * 1024).unwrap_or_default();
+    Err(match xml::parse_error(&text) {
+        Some(e) => S3Error::Status {
+            status,
+            code: e.code,
+            message: e.message,
+        },
+        None => S3Error::Status {
+            status,
+            code: default_code(status).to_string(),
+            message: String::new(),
+        },
+    })
 }
 
 fn default_code(status: u16) -> &'static str {

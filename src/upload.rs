@@ -1,7 +1,13 @@
 //! The archive's way out: S3 multipart upload (create, upload part, complete, abort).
 
+use std::rc::Rc;
+
+use wasi::io::poll::Pollable;
+
+use crate::http::{self, InFlight};
 use crate::parts::MAX_PARTS;
-use crate::s3::{Op, S3Error, S3};
+use crate::s3::{check_status, Op, S3Error, S3};
+use crate::sigv4::sha256_hex;
 use crate::xml;
 
 /// An open multipart upload. Dropping it does nothing: the caller completes or aborts.
@@ -10,6 +16,56 @@ pub struct MultipartUpload<'a> {
     pub key: String,
     upload_id: String,
     parts: Vec<(u32, String)>,
+    started: u32,
+}
+
+enum PartState {
+    Sending(InFlight),
+    /// Waiting until the monotonic deadline before the next attempt.
+    Backoff(u64),
+}
+
+/// One part on its way to the destination.
+pub struct PartUpload {
+    pub number: u32,
+    data: Rc<Vec<u8>>,
+    sha256: String,
+    state: PartState,
+    attempts: u32,
+}
+
+impl PartUpload {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn send(&self, upload: &MultipartUpload<'_>) -> Result<PartState, S3Error> {
+        let op = upload.part_op(self.number);
+        Ok(PartState::Sending(upload.s3.start(
+            &op,
+            Some(self.data.clone()),
+            &self.sha256,
+        )?))
+    }
+
+    /// Waits for an attempt on the wire to be answered, so that an abort cannot race a
+    /// part still being stored.
+    pub fn settle(self) {
+        if let PartState::Sending(f) = self.state {
+            let _ = f.wait();
+        }
+    }
+
+    pub fn pollables(&self, out: &mut Vec<Pollable>) {
+        match &self.state {
+            PartState::Sending(f) => out.extend(f.pollables()),
+            PartState::Backoff(deadline) => out.push(http::timer(*deadline)),
+        }
+    }
 }
 
 fn upload_id_query(upload_id: &str) -> (String, String) {
@@ -48,22 +104,43 @@ impl<'a> MultipartUpload<'a> {
             key: key.to_string(),
             upload_id,
             parts: Vec::new(),
+            started: 0,
         })
     }
 
+    /// Parts stored so far.
     pub fn parts(&self) -> usize {
         self.parts.len()
     }
 
-    /// UploadPart for the next part number; retried as a whole (the bytes are kept).
-    pub fn upload_part(&mut self, data: &[u8]) -> Result<(), S3Error> {
-        let number = u32::try_from(self.parts.len() + 1).unwrap_or(u32::MAX);
+    /// Starts UploadPart for the next part number. The part is kept until it is stored,
+    /// so a failed attempt can be sent again.
+    pub fn start_part(&mut self, data: Vec<u8>) -> Result<PartUpload, S3Error> {
+        self.started += 1;
+        let number = self.started;
         if number > MAX_PARTS {
             return Err(S3Error::Protocol(format!(
                 "the archive needs more than {MAX_PARTS} parts; raise PART_SIZE"
             )));
         }
-        let op = Op {
+        let mut part = PartUpload {
+            number,
+            sha256: sha256_hex(&data),
+            data: Rc::new(data),
+            state: PartState::Backoff(0),
+            attempts: 0,
+        };
+        part.state = part.send(self)?;
+        Ok(part)
+    }
+
+    /// Parts started so far (the next part is this plus one).
+    pub fn started(&self) -> u32 {
+        self.started
+    }
+
+    fn part_op(&self, number: u32) -> Op<'_> {
+        Op {
             name: "UploadPart",
             method: "PUT",
             key: Some(&self.key),
@@ -72,21 +149,64 @@ impl<'a> MultipartUpload<'a> {
                 upload_id_query(&self.upload_id),
             ],
             headers: vec![],
-        };
-        let resp = self.s3.call(&op, Some(data))?;
-        let etag = resp
-            .header("etag")
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| {
-                S3Error::Protocol(format!("UploadPart {number} answered without an ETag"))
-            })?;
-        self.parts.push((number, etag));
-        Ok(())
+        }
+    }
+
+    /// Moves an in-flight part on without blocking. `Ok(true)` once it is stored.
+    pub fn step(&mut self, part: &mut PartUpload) -> Result<bool, S3Error> {
+        match &mut part.state {
+            PartState::Backoff(deadline) => {
+                if http::now_nanos() >= *deadline {
+                    part.state = part.send(self)?;
+                }
+                Ok(false)
+            }
+            PartState::Sending(f) => {
+                f.pump();
+                let Some(answer) = f.try_response() else {
+                    return Ok(false);
+                };
+                let stored = answer
+                    .map_err(|e| S3Error::Transport(e.0))
+                    .and_then(check_status)
+                    .and_then(|resp| {
+                        resp.header("etag")
+                            .filter(|e| !e.is_empty())
+                            .ok_or_else(|| {
+                                S3Error::Protocol(format!(
+                                    "UploadPart {} answered without an ETag",
+                                    part.number
+                                ))
+                            })
+                    });
+                match stored {
+                    Ok(etag) => {
+                        self.parts.push((part.number, etag));
+                        part.data = Rc::default();
+                        Ok(true)
+                    }
+                    Err(e) if e.is_transient() && part.attempts < self.s3.policy().max_retries => {
+                        let wait = self.s3.policy().delay(part.attempts, http::random_u64());
+                        part.attempts += 1;
+                        self.s3
+                            .note_retry("UploadPart", Some(&self.key), part.attempts, wait, &e);
+                        part.state = PartState::Backoff(
+                            http::now_nanos()
+                                .saturating_add(wait.as_nanos().min(u64::MAX as u128) as u64),
+                        );
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
     }
 
     /// CompleteMultipartUpload. A 200 whose body is an `<Error>` is a failure.
-    pub fn complete(&self) -> Result<(), S3Error> {
-        let body = xml::complete_body(&self.parts);
+    pub fn complete(&mut self) -> Result<(), S3Error> {
+        // Parts finish in any order; S3 wants them listed in order.
+        self.parts.sort_unstable_by_key(|(n, _)| *n);
+        let body = std::rc::Rc::new(xml::complete_body(&self.parts).into_bytes());
         let op = Op {
             name: "CompleteMultipartUpload",
             method: "POST",
@@ -94,9 +214,9 @@ impl<'a> MultipartUpload<'a> {
             query: vec![upload_id_query(&self.upload_id)],
             headers: vec![("content-type".into(), "application/xml".into())],
         };
-        let payload = crate::sigv4::sha256_hex(body.as_bytes());
+        let payload = crate::sigv4::sha256_hex(&body);
         self.s3.retrying(op.name, op.key, |_| {
-            let mut resp = self.s3.send_once(&op, Some(body.as_bytes()), &payload)?;
+            let mut resp = self.s3.send_once(&op, Some(body.clone()), &payload)?;
             let text = resp
                 .read_to_string(1024 * 1024)
                 .map_err(|e| S3Error::Transport(e.0))?;
