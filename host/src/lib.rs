@@ -16,6 +16,7 @@
 pub mod demo;
 pub mod env;
 mod envelope;
+mod outgoing;
 mod runner;
 pub mod s3server;
 mod serve;

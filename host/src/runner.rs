@@ -17,6 +17,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::outgoing::{OutgoingPool, PooledHooks};
+
 /// The component built by `build.rs` (or `SPACES_BACKUP_COMPONENT_WASM`).
 pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("SPACES_BACKUP_WASM"));
 
@@ -29,6 +31,8 @@ struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     memory: MemoryMeter,
+    /// Outgoing requests go through the runner's connection pool.
+    hooks: PooledHooks,
 }
 
 /// Counts the instance's linear memory (all memories together; wasm memory
@@ -95,7 +99,7 @@ impl WasiHttpView for HostState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -108,6 +112,9 @@ impl WasiHttpView for HostState {
 pub struct Runner {
     pre: ProxyPre<HostState>,
     memory_limit: Option<u64>,
+    /// Kept-alive connections for the component's outgoing requests, shared
+    /// by every instance (and every clone) of this runner.
+    outgoing: OutgoingPool,
 }
 
 impl Runner {
@@ -164,6 +171,7 @@ impl Runner {
         Ok(Self {
             pre,
             memory_limit: None,
+            outgoing: OutgoingPool::new(),
         })
     }
 
@@ -182,6 +190,7 @@ impl Runner {
         Self {
             pre: self.pre.clone(),
             memory_limit: bytes,
+            outgoing: self.outgoing.clone(),
         }
     }
 
@@ -330,6 +339,7 @@ impl Runner {
                     limit: self.memory_limit,
                     peak,
                 },
+                hooks: self.outgoing.hooks(),
             },
         );
         store.limiter(|state| &mut state.memory);
