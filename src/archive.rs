@@ -312,7 +312,7 @@ mod tests {
         assert_eq!(a.add_directory("dir/", "").unwrap(), "dir/");
         assert_eq!(a.renamed().len(), 2);
         a.finish().unwrap();
-        let bytes = buf.take_rest();
+        let bytes = buf.take_rest().data;
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
         let mut s = String::new();
         zip.by_name("a/b~2.txt")

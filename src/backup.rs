@@ -266,7 +266,8 @@ struct Pipeline<'a, 'l, 'u> {
     buffer: &'a PartBuffer,
     upload: &'a mut MultipartUpload<'u>,
     parts: Vec<PartUpload>,
-    max_uploads: usize,
+    /// Bytes of parts that may be in flight at once; at least one part always may.
+    upload_budget: u64,
     per_download: usize,
     progress: &'a mut Progress,
 }
@@ -292,7 +293,9 @@ fn archive_all(
         buffer,
         upload,
         parts: Vec::new(),
-        max_uploads: config.concurrency.div_ceil(2),
+        upload_budget: config
+            .part_size
+            .saturating_mul(config.concurrency.div_ceil(2) as u64),
         per_download: (PREFETCH_BYTES / config.concurrency).max(SAMPLE_SIZE * 2),
         progress,
     };
@@ -427,7 +430,14 @@ impl Pipeline<'_, '_, '_> {
 
     /// True while a full part waits for an upload slot: the archive must not grow.
     fn backpressure(&self) -> bool {
-        self.parts.len() >= self.max_uploads && self.buffer.len() as u64 >= self.next_part_size()
+        self.buffer.part_ready() && !self.upload_slot_free()
+    }
+
+    /// Another part may go out: memory stays at the upload budget (or one part, when
+    /// parts have grown past it).
+    fn upload_slot_free(&self) -> bool {
+        let in_flight: u64 = self.parts.iter().map(|p| p.len() as u64).sum();
+        self.parts.is_empty() || in_flight + self.next_part_size() <= self.upload_budget
     }
 
     /// Writes the head download's bytes into the archive, in listing order.
@@ -524,9 +534,8 @@ impl Pipeline<'_, '_, '_> {
     /// Starts uploads for full parts while slots are free; with `last`, also the rest.
     fn start_parts(&mut self, last: bool) -> Result<bool, BackupError> {
         let mut moved = false;
-        while self.parts.len() < self.max_uploads {
-            let size = self.next_part_size();
-            let data = match self.buffer.take_part(size) {
+        while self.upload_slot_free() {
+            let data = match self.buffer.take_part() {
                 Some(d) => d,
                 // The last part may be short; an archive smaller than one part is one part.
                 None if last && (!self.buffer.is_empty() || self.upload.started() == 0) => {
@@ -538,6 +547,7 @@ impl Pipeline<'_, '_, '_> {
                 .upload
                 .start_part(data)
                 .map_err(|e| self.dest_err("uploading a part", &e))?;
+            self.buffer.set_part_size(self.next_part_size());
             log::debug(
                 "part_started",
                 json!({"part": part.number, "bytes": part.len()}),

@@ -11,7 +11,7 @@ pub const MIB: u64 = 1024 * 1024;
 pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
-pub const DEFAULT_CONCURRENCY: usize = 8;
+pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const MAX_CONCURRENCY: usize = 64;
 pub const DEFAULT_REGION: &str = "nyc3";
 pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
@@ -68,7 +68,7 @@ pub struct Config {
     pub part_size: u64,
     /// PART_SIZE was set: every part has that size.
     pub part_size_fixed: bool,
-    /// Requests in flight: GETs, and half as many UploadParts.
+    /// GETs in flight; UploadParts in flight are bounded to half as many parts.
     pub concurrency: usize,
     pub compression: Compression,
     pub compression_level: u8,

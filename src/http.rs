@@ -58,7 +58,10 @@ fn stream_error(e: StreamError) -> TransportError {
     match e {
         StreamError::Closed => TransportError("the connection was closed early".into()),
         StreamError::LastOperationFailed(err) => {
-            TransportError(format!("the transfer failed: {}", err.to_debug_string()))
+            // Hosts may append a backtrace to the error text: keep only its first line.
+            let text = err.to_debug_string();
+            let first = text.lines().next().unwrap_or("").trim();
+            TransportError(format!("the transfer failed: {first}"))
         }
     }
 }

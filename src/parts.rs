@@ -5,7 +5,10 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::MAX_PART_SIZE;
+use crate::util::hex;
 
 /// S3's limit on parts in one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
@@ -32,63 +35,114 @@ pub fn max_archive_size(base: u64, fixed: bool) -> u64 {
     (1..=MAX_PARTS).map(|n| part_size_for(n, base, fixed)).sum()
 }
 
-/// The buffer behind the archive. Cloning shares it: the ZIP writer holds one handle
-/// and the uploader another.
-#[derive(Clone, Default)]
-pub struct PartBuffer {
-    bytes: Rc<RefCell<Vec<u8>>>,
-    total: Rc<RefCell<u64>>,
+/// A cut part with the SHA-256 that signs its upload.
+pub struct Part {
+    pub data: Vec<u8>,
+    pub sha256: String,
 }
 
-impl PartBuffer {
-    pub fn new(part_size: u64) -> Self {
-        // Room for one part plus the overflow of one write, so the buffer never regrows.
-        let cap = usize::try_from(part_size)
-            .unwrap_or(usize::MAX)
-            .saturating_add(256 * 1024);
-        Self {
-            bytes: Rc::new(RefCell::new(Vec::with_capacity(cap))),
-            total: Rc::default(),
+struct Inner {
+    bytes: Vec<u8>,
+    total: u64,
+    /// Size of the part now filling.
+    part_size: usize,
+    /// Hash of `bytes[..hashed]`: the part is hashed as it fills, a little at a time
+    /// between I/O, instead of in one pass that would stall every transfer.
+    hasher: Sha256,
+    hashed: usize,
+}
+
+impl Inner {
+    fn catch_up(&mut self) {
+        let end = self.bytes.len().min(self.part_size);
+        if end > self.hashed {
+            self.hasher.update(&self.bytes[self.hashed..end]);
+            self.hashed = end;
         }
     }
 
+    fn cut(&mut self, at: usize) -> Part {
+        self.catch_up();
+        let mut next = Vec::with_capacity(self.bytes.capacity().max(self.part_size));
+        next.extend_from_slice(&self.bytes[at..]);
+        self.bytes.truncate(at);
+        let data = std::mem::replace(&mut self.bytes, next);
+        let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
+        self.hashed = 0;
+        Part { data, sha256 }
+    }
+}
+
+/// The buffer behind the archive. Cloning shares it: the ZIP writer holds one handle
+/// and the uploader another.
+#[derive(Clone)]
+pub struct PartBuffer(Rc<RefCell<Inner>>);
+
+impl PartBuffer {
+    pub fn new(part_size: u64) -> Self {
+        let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
+        // Room for one part plus the overflow of one write, so the buffer never regrows.
+        Self(Rc::new(RefCell::new(Inner {
+            bytes: Vec::with_capacity(part_size.saturating_add(256 * 1024)),
+            total: 0,
+            part_size,
+            hasher: Sha256::new(),
+            hashed: 0,
+        })))
+    }
+
+    /// Sets the size of the part now filling (parts only ever grow).
+    pub fn set_part_size(&self, part_size: u64) {
+        let mut inner = self.0.borrow_mut();
+        inner.part_size = usize::try_from(part_size)
+            .unwrap_or(usize::MAX)
+            .max(inner.hashed);
+    }
+
     pub fn len(&self) -> usize {
-        self.bytes.borrow().len()
+        self.0.borrow().bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Bytes written through this buffer so far: the archive's size.
-    pub fn total(&self) -> u64 {
-        *self.total.borrow()
+    /// True when a whole part is ready to be cut.
+    pub fn part_ready(&self) -> bool {
+        let inner = self.0.borrow();
+        inner.bytes.len() >= inner.part_size
     }
 
-    /// A full part of exactly `part_size` bytes, if one is ready. Only the overflow past
-    /// the part is copied, into a fresh buffer of the same capacity.
-    pub fn take_part(&self, part_size: u64) -> Option<Vec<u8>> {
-        let part_size = usize::try_from(part_size).ok()?;
-        let mut bytes = self.bytes.borrow_mut();
-        if bytes.len() < part_size {
+    /// Bytes written through this buffer so far: the archive's size.
+    pub fn total(&self) -> u64 {
+        self.0.borrow().total
+    }
+
+    /// A full part of exactly the part size, if one is ready. Only the overflow past the
+    /// part is copied, into a fresh buffer.
+    pub fn take_part(&self) -> Option<Part> {
+        let mut inner = self.0.borrow_mut();
+        if inner.bytes.len() < inner.part_size {
             return None;
         }
-        let mut next = Vec::with_capacity(bytes.capacity());
-        next.extend_from_slice(&bytes[part_size..]);
-        bytes.truncate(part_size);
-        Some(std::mem::replace(&mut *bytes, next))
+        let at = inner.part_size;
+        Some(inner.cut(at))
     }
 
     /// Whatever is left: the last part.
-    pub fn take_rest(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.bytes.borrow_mut())
+    pub fn take_rest(&self) -> Part {
+        let mut inner = self.0.borrow_mut();
+        let at = inner.bytes.len();
+        inner.cut(at)
     }
 }
 
 impl Write for PartBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes.borrow_mut().extend_from_slice(buf);
-        *self.total.borrow_mut() += buf.len() as u64;
+        let mut inner = self.0.borrow_mut();
+        inner.bytes.extend_from_slice(buf);
+        inner.total += buf.len() as u64;
+        inner.catch_up();
         Ok(buf.len())
     }
 
@@ -121,19 +175,25 @@ mod tests {
     }
 
     #[test]
-    fn cuts_exact_parts_and_keeps_the_rest() {
+    fn cuts_exact_parts_hashed_as_they_fill() {
         let mut buf = PartBuffer::new(10);
         let handle = buf.clone();
         buf.write_all(&[1; 7]).unwrap();
-        assert!(handle.take_part(10).is_none());
+        assert!(handle.take_part().is_none());
         buf.write_all(&[2; 8]).unwrap();
-        let part = handle.take_part(10).unwrap();
-        assert_eq!(part.len(), 10);
-        assert_eq!(&part[7..], &[2, 2, 2]);
+        assert!(handle.part_ready());
+        let part = handle.take_part().unwrap();
+        assert_eq!(part.data.len(), 10);
+        assert_eq!(&part.data[7..], &[2, 2, 2]);
+        assert_eq!(part.sha256, crate::sigv4::sha256_hex(&part.data));
         assert_eq!(handle.len(), 5);
-        assert!(handle.take_part(10).is_none());
-        assert_eq!(handle.take_rest(), vec![2; 5]);
+        handle.set_part_size(20);
+        buf.write_all(&[3; 6]).unwrap();
+        assert!(handle.take_part().is_none());
+        let rest = handle.take_rest();
+        assert_eq!(rest.data, [vec![2; 5], vec![3; 6]].concat());
+        assert_eq!(rest.sha256, crate::sigv4::sha256_hex(&rest.data));
         assert!(handle.is_empty());
-        assert_eq!(handle.total(), 15);
+        assert_eq!(handle.total(), 21);
     }
 }

@@ -5,9 +5,8 @@ use std::rc::Rc;
 use wasi::io::poll::Pollable;
 
 use crate::http::{self, InFlight};
-use crate::parts::MAX_PARTS;
+use crate::parts::{Part, MAX_PARTS};
 use crate::s3::{check_status, Op, S3Error, S3};
-use crate::sigv4::sha256_hex;
 use crate::xml;
 
 /// An open multipart upload. Dropping it does nothing: the caller completes or aborts.
@@ -115,7 +114,7 @@ impl<'a> MultipartUpload<'a> {
 
     /// Starts UploadPart for the next part number. The part is kept until it is stored,
     /// so a failed attempt can be sent again.
-    pub fn start_part(&mut self, data: Vec<u8>) -> Result<PartUpload, S3Error> {
+    pub fn start_part(&mut self, part: Part) -> Result<PartUpload, S3Error> {
         self.started += 1;
         let number = self.started;
         if number > MAX_PARTS {
@@ -125,8 +124,8 @@ impl<'a> MultipartUpload<'a> {
         }
         let mut part = PartUpload {
             number,
-            sha256: sha256_hex(&data),
-            data: Rc::new(data),
+            sha256: part.sha256,
+            data: Rc::new(part.data),
             state: PartState::Backoff(0),
             attempts: 0,
         };
