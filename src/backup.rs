@@ -351,6 +351,7 @@ impl Pipeline<'_, '_, '_> {
                 for part in &self.parts {
                     part.pollables(&mut pollables);
                 }
+                self.lister.pollables(&mut pollables);
                 http::wait_any(&pollables);
             }
         }
@@ -383,17 +384,32 @@ impl Pipeline<'_, '_, '_> {
         Ok(moved)
     }
 
+    /// The next listed object. The following page is fetched ahead once this one is half
+    /// used, so GETs never wait on the listing; only when it is late does this block.
     fn next_object(&mut self) -> Result<Option<ListedObject>, BackupError> {
         loop {
+            if self.listed.len() < 500 {
+                self.lister.prefetch();
+                match self.lister.poll() {
+                    Ok(Some(page)) => self.listed.extend(page),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.source_err("listing objects", None, &e)),
+                }
+            }
             if let Some(obj) = self.listed.pop_front() {
                 return Ok(Some(obj));
             }
-            if self.listing_done {
+            if self.lister.is_done() {
+                self.listing_done = true;
+                return Ok(None);
+            }
+            if !self.downloads.is_empty() {
+                // Work is in hand: come back when the page has arrived.
                 return Ok(None);
             }
             match self.lister.next_page() {
                 Ok(Some(page)) => self.listed = page.into(),
-                Ok(None) => self.listing_done = true,
+                Ok(None) => {}
                 Err(e) => return Err(self.source_err("listing objects", None, &e)),
             }
         }

@@ -1,6 +1,10 @@
 //! Stage 1: ListObjectsV2, page by page, following continuation tokens.
 
-use crate::s3::{Op, S3Error, S3};
+use wasi::io::poll::Pollable;
+
+use crate::http::InFlight;
+use crate::s3::{check_status, Op, S3Error, S3};
+use crate::sigv4::EMPTY_SHA256;
 use crate::xml::{self, ListedObject};
 
 /// The query of one ListObjectsV2 page. Keys come as XML text, not `encoding-type=url`:
@@ -17,11 +21,14 @@ pub fn list_query(token: Option<&str>) -> Vec<(String, String)> {
     q
 }
 
-/// Yields the bucket's objects a page at a time; the whole listing is never held.
+/// Yields the bucket's objects a page at a time; the whole listing is never held. The
+/// next page can be fetched ahead (`prefetch` + `poll`) while objects of this one are
+/// still being copied.
 pub struct Lister<'a> {
     s3: &'a S3,
     token: Option<String>,
     done: bool,
+    ahead: Option<InFlight>,
 }
 
 impl<'a> Lister<'a> {
@@ -30,22 +37,90 @@ impl<'a> Lister<'a> {
             s3,
             token: None,
             done: false,
+            ahead: None,
         }
     }
 
-    pub fn next_page(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
-        if self.done {
-            return Ok(None);
-        }
-        let op = Op {
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn op(&self) -> Op<'static> {
+        Op {
             name: "ListObjectsV2",
             method: "GET",
             key: None,
             query: list_query(self.token.as_deref()),
             headers: vec![],
+        }
+    }
+
+    /// Starts fetching the next page without waiting for it. A failure here is not
+    /// final: `next_page` then fetches the page again, with retries.
+    pub fn prefetch(&mut self) {
+        if !self.done && self.ahead.is_none() {
+            self.ahead = self.s3.start(&self.op(), None, EMPTY_SHA256).ok();
+        }
+    }
+
+    /// What a prefetch waits on.
+    pub fn pollables(&self, out: &mut Vec<Pollable>) {
+        if let Some(f) = &self.ahead {
+            out.extend(f.pollables());
+        }
+    }
+
+    /// The prefetched page if it has arrived; `Ok(None)` while it is on its way (or none
+    /// was started).
+    pub fn poll(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        let Some(f) = self.ahead.as_mut() else {
+            return Ok(None);
         };
-        let text = self.s3.call_xml(&op, None)?;
-        let page = xml::parse_list_page(&text).map_err(|e| S3Error::Protocol(e.to_string()))?;
+        let Some(answer) = f.try_response() else {
+            return Ok(None);
+        };
+        self.ahead = None;
+        let text = answer
+            .map_err(|e| S3Error::Transport(e.0))
+            .and_then(check_status)
+            .and_then(|mut r| {
+                r.read_to_string(16 * 1024 * 1024)
+                    .map_err(|e| S3Error::Transport(e.0))
+            });
+        match text {
+            Ok(text) => self.accept(&text).map(Some),
+            // Fetched again, with retries, by `next_page`.
+            Err(e) if e.is_transient() => self.next_page(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches the next page and waits for it (with retries).
+    pub fn next_page(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(f) = self.ahead.take() {
+            let text = f
+                .wait()
+                .map_err(|e| S3Error::Transport(e.0))
+                .and_then(check_status)
+                .and_then(|mut r| {
+                    r.read_to_string(16 * 1024 * 1024)
+                        .map_err(|e| S3Error::Transport(e.0))
+                });
+            match text {
+                Ok(text) => return self.accept(&text).map(Some),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let text = self.s3.call_xml(&self.op(), None)?;
+        self.accept(&text).map(Some)
+    }
+
+    fn accept(&mut self, text: &str) -> Result<Vec<ListedObject>, S3Error> {
+        let page = xml::parse_list_page(text).map_err(|e| S3Error::Protocol(e.to_string()))?;
         if page.next_token.is_some() && page.next_token == self.token {
             return Err(S3Error::Protocol(
                 "the listing returned the same continuation token twice".into(),
@@ -53,6 +128,6 @@ impl<'a> Lister<'a> {
         }
         self.token = page.next_token;
         self.done = self.token.is_none();
-        Ok(Some(page.objects))
+        Ok(page.objects)
     }
 }
