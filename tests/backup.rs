@@ -386,3 +386,53 @@ async fn unreachable_endpoint_fails_in_bounded_time() {
         "{message}"
     );
 }
+
+/// Runs `cmd` and returns its output; the test fails if the tool is missing or fails.
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed by this test (see .ci/run): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_opens_in_info_zip_7zip_and_libarchive() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let mut objects = BTreeMap::new();
+    objects.insert("text/a.txt".to_string(), content(1, 200_000, true));
+    objects.insert("noise/b.bin".to_string(), content(2, 300_000, false));
+    objects.insert("empty.txt".to_string(), Vec::new());
+    objects.insert("ünï/ファイル.txt".to_string(), b"utf-8 name".to_vec());
+    for (k, v) in &objects {
+        s3.put_object("source", k, v).unwrap();
+    }
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    let path = common::archive_path(&s3, "dest", &body);
+    let path = path.to_str().unwrap();
+
+    let unzip = tool("unzip", &["-t", path]);
+    assert!(unzip.contains("No errors detected"), "{unzip}");
+    let sevenzip = tool("7z", &["t", path]);
+    assert!(sevenzip.contains("Everything is Ok"), "{sevenzip}");
+    let listing = tool("bsdtar", &["-tf", path]);
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort_unstable();
+    let keys: Vec<&str> = objects.keys().map(String::as_str).collect();
+    assert_eq!(names, keys);
+    // libarchive reads the archive as a stream, front to back, and checks every CRC.
+    let dir = tempfile::tempdir().unwrap();
+    tool("bsdtar", &["-xf", path, "-C", dir.path().to_str().unwrap()]);
+    for (k, v) in &objects {
+        assert_eq!(&std::fs::read(dir.path().join(k)).unwrap(), v, "{k}");
+    }
+}
