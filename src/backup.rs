@@ -508,20 +508,23 @@ impl Pipeline<'_, '_, '_> {
                 moved = true;
             }
             while !self.backpressure() {
-                let Some(head) = self.downloads.front_mut() else {
+                let (Some(head), Some(archive)) =
+                    (self.downloads.front_mut(), self.archive.as_mut())
+                else {
                     break;
                 };
                 let Some(chunk) = head.pop_chunk() else {
                     break;
                 };
-                let archive = self.archive.as_mut().expect("archive open");
                 archive
                     .write(&chunk)
                     .map_err(|e| archive_err(&head.obj.key, e))?;
                 moved = true;
                 self.start_parts(false)?;
             }
-            let head = self.downloads.front_mut().expect("head checked above");
+            let Some(head) = self.downloads.front_mut() else {
+                break;
+            };
             if head.finished() && head.buffered() == 0 {
                 // `Download` finishes only at exactly the listed size; this guards it.
                 if head.received() != head.obj.size {

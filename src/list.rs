@@ -2,7 +2,7 @@
 
 use wasi::io::poll::Pollable;
 
-use crate::http::InFlight;
+use crate::http::{InFlight, Response, TransportError};
 use crate::s3::{check_status, Op, S3Error, S3};
 use crate::sigv4::EMPTY_SHA256;
 use crate::xml::{self, ListedObject};
@@ -19,6 +19,13 @@ pub fn list_query(token: Option<&str>) -> Vec<(String, String)> {
         q.push(("continuation-token".to_string(), t.to_string()));
     }
     q
+}
+
+/// The XML of a listing answer, or the S3 error it carries.
+fn page_text(answer: Result<Response, TransportError>) -> Result<String, S3Error> {
+    let mut resp = check_status(answer.map_err(|e| S3Error::Transport(e.0))?)?;
+    resp.read_to_string(16 * 1024 * 1024)
+        .map_err(|e| S3Error::Transport(e.0))
 }
 
 /// Yields the bucket's objects a page at a time; the whole listing is never held. The
@@ -80,14 +87,7 @@ impl<'a> Lister<'a> {
             return Ok(None);
         };
         self.ahead = None;
-        let text = answer
-            .map_err(|e| S3Error::Transport(e.0))
-            .and_then(check_status)
-            .and_then(|mut r| {
-                r.read_to_string(16 * 1024 * 1024)
-                    .map_err(|e| S3Error::Transport(e.0))
-            });
-        match text {
+        match page_text(answer) {
             Ok(text) => self.accept(&text).map(Some),
             // Fetched again, with retries, by `next_page`.
             Err(e) if e.is_transient() => self.next_page(),
@@ -101,15 +101,7 @@ impl<'a> Lister<'a> {
             return Ok(None);
         }
         if let Some(f) = self.ahead.take() {
-            let text = f
-                .wait()
-                .map_err(|e| S3Error::Transport(e.0))
-                .and_then(check_status)
-                .and_then(|mut r| {
-                    r.read_to_string(16 * 1024 * 1024)
-                        .map_err(|e| S3Error::Transport(e.0))
-                });
-            match text {
+            match page_text(f.wait()) {
                 Ok(text) => return self.accept(&text).map(Some),
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(_) => {}
