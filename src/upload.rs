@@ -16,6 +16,8 @@ pub struct MultipartUpload<'a> {
     upload_id: String,
     parts: Vec<(u32, String)>,
     started: u32,
+    /// Bytes of all parts started: the archive's size once complete.
+    bytes: u64,
 }
 
 enum PartState {
@@ -104,6 +106,7 @@ impl<'a> MultipartUpload<'a> {
             upload_id,
             parts: Vec::new(),
             started: 0,
+            bytes: 0,
         })
     }
 
@@ -116,6 +119,7 @@ impl<'a> MultipartUpload<'a> {
     /// so a failed attempt can be sent again.
     pub fn start_part(&mut self, part: Part) -> Result<PartUpload, S3Error> {
         self.started += 1;
+        self.bytes += part.data.len() as u64;
         let number = self.started;
         if number > MAX_PARTS {
             return Err(S3Error::Protocol(format!(
@@ -214,8 +218,13 @@ impl<'a> MultipartUpload<'a> {
             headers: vec![("content-type".into(), "application/xml".into())],
         };
         let payload = crate::sigv4::sha256_hex(&body);
-        self.s3.retrying(op.name, op.key, |_| {
-            let mut resp = self.s3.send_once(&op, Some(body.clone()), &payload)?;
+        self.s3.retrying(op.name, op.key, |retry| {
+            let mut resp = match self.s3.send_once(&op, Some(body.clone()), &payload) {
+                // An earlier attempt completed the upload but its answer was lost: the
+                // upload is gone (S3 says NoSuchUpload; some servers 403 or 404).
+                Err(e) if retry > 0 && !e.is_transient() && self.is_stored() => return Ok(()),
+                other => other?,
+            };
             let text = resp
                 .read_to_string(1024 * 1024)
                 .map_err(|e| S3Error::Transport(e.0))?;
@@ -232,6 +241,22 @@ impl<'a> MultipartUpload<'a> {
                     S3Error::Protocol("CompleteMultipartUpload answered without a result".into())
                 }
             })
+        })
+    }
+
+    /// True if the archive exists at its key with exactly the bytes uploaded.
+    fn is_stored(&self) -> bool {
+        let op = Op {
+            name: "HeadObject",
+            method: "HEAD",
+            key: Some(&self.key),
+            query: vec![],
+            headers: vec![],
+        };
+        self.s3.call(&op, None).is_ok_and(|resp| {
+            resp.header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                == Some(self.bytes)
         })
     }
 

@@ -364,6 +364,32 @@ async fn transient_faults_are_retried_and_cut_bodies_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_whose_answer_is_lost_still_succeeds() {
+    // The server completes the upload but the answer never arrives whole: the retry finds
+    // the upload gone, and the archive in place with every byte.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COMPLETES: AtomicU32 = AtomicU32::new(0);
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| match req.operation() {
+            "CompleteMultipartUpload" if COMPLETES.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Fault::CutOff(0)
+            }
+            _ => Fault::Pass,
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let data = content(3, 700_000, true);
+    s3.put_object("source", "doc.txt", &data).unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["retries"].as_u64().unwrap() >= 1, "{body}");
+    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].sha256, sha256_hex(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_endpoint_fails_in_bounded_time() {
     let s3 = common::start_s3();
     let mut env = backup_env(&s3, "source", "dest");
