@@ -22,5 +22,6 @@ pub mod s3server;
 mod serve;
 
 pub use envelope::{envelope, envelope_line, host_error_body, host_error_envelope, one_line_error};
+pub use outgoing::AllowList;
 pub use runner::{Handled, Runner, EMBEDDED_COMPONENT, EMBEDDED_COMPONENT_PATH};
-pub use serve::{serve, serve_listener};
+pub use serve::{check_listen_addr, serve, serve_listener, TOKEN_VAR};

@@ -155,7 +155,9 @@ fn load_env(env_file: Option<&Path>) -> Result<Vec<(String, String)>> {
 
 async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
     let result = async {
-        let vars = load_env(env_file)?;
+        let mut vars = load_env(env_file)?;
+        // `serve`'s token is the host's, not the component's.
+        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
         let runner = component.runner()?;
         runner.handle(&vars, "POST", "/backup", "").await
     }
@@ -188,6 +190,8 @@ async fn serve(
     env_file: Option<&Path>,
 ) -> Result<ExitCode> {
     let vars = load_env(env_file)?;
+    // Before compiling the component: refuse at once.
+    spaces_backup_host::check_listen_addr(addr, &vars)?;
     let runner = component.runner()?;
     spaces_backup_host::serve(addr, runner, vars).await?;
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,10 @@
 //! streamed both ways) but keeps HTTP/1.1 connections open and reuses them.
 //!
 //! One pool per [`crate::Runner`]: every instance of a runner shares it.
+//!
+//! Each instance also gets an [`AllowList`]: the only destinations its
+//! requests may reach (by default the `SOURCE_ENDPOINT` and `DEST_ENDPOINT` of
+//! its own environment). Anything else is refused with `HttpRequestDenied`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -73,22 +77,20 @@ impl OutgoingPool {
         }
     }
 
-    /// The hooks for one instance's `WasiHttpCtxView`.
-    pub(crate) fn hooks(&self) -> PooledHooks {
-        PooledHooks { pool: self.clone() }
-    }
-
-    /// Whether a request may go out at all. Every outgoing request passes here
-    /// first, so an allow-list of destinations belongs here (and would answer
-    /// [`Error::HttpRequestDenied`]).
-    fn check(&self, _scheme_is_tls: bool, _authority: &str) -> Result<(), Error> {
-        Ok(())
+    /// The hooks for one instance's `WasiHttpCtxView`, whose requests may
+    /// reach only the destinations in `allowed`.
+    pub(crate) fn hooks(&self, allowed: Arc<AllowList>) -> PooledHooks {
+        PooledHooks {
+            pool: self.clone(),
+            allowed,
+        }
     }
 
     /// Sends `req` over a pooled connection (or a new one), with the semantics
     /// of `default_send_request`.
     async fn send(
         self,
+        allowed: &AllowList,
         mut req: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, Error> {
@@ -96,13 +98,12 @@ impl OutgoingPool {
         let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
         let use_tls = uri.scheme() == Some(&Scheme::HTTPS);
         let host_header = authority.as_str().to_string();
-        let authority = if authority.port().is_some() {
-            authority.to_string()
-        } else {
-            let port = if use_tls { 443 } else { 80 };
-            format!("{authority}:{port}")
-        };
-        self.check(use_tls, &authority)?;
+        // `host:port` without any user info, the port made explicit.
+        let port = authority
+            .port_u16()
+            .unwrap_or(if use_tls { 443 } else { 80 });
+        let authority = format!("{}:{port}", authority.host().to_ascii_lowercase());
+        allowed.check(use_tls, &authority)?;
 
         let connect_timeout = options
             .and_then(|o| o.connect_timeout)
@@ -353,10 +354,118 @@ impl Drop for ResponseBody {
     }
 }
 
+/// The destinations one instance may reach: `(tls, "host:port")`, host in
+/// lower case, port explicit (443 for https, 80 for http by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    allowed: Vec<(bool, String)>,
+}
+
+impl AllowList {
+    /// The endpoints of a backup with environment `env`, as the component
+    /// reads them: `SOURCE_ENDPOINT` and `DEST_ENDPOINT`, each defaulting to
+    /// `https://${REGION:-nyc3}.digitaloceanspaces.com`. A value the component
+    /// would reject adds nothing (the component fails before any request).
+    pub fn from_env(env: &[(impl AsRef<str>, impl AsRef<str>)]) -> Self {
+        let get = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k.as_ref() == name)
+                .map(|(_, v)| v.as_ref().trim())
+                .filter(|v| !v.is_empty())
+        };
+        let mut list = Self::default();
+        for side in ["SOURCE", "DEST"] {
+            let endpoint = match get(&format!("{side}_ENDPOINT")) {
+                Some(url) => url.to_string(),
+                None => {
+                    let region = get(&format!("{side}_REGION")).unwrap_or("nyc3");
+                    format!("https://{region}.digitaloceanspaces.com")
+                }
+            };
+            if let Some(dest) = parse_endpoint(&endpoint) {
+                list.push(dest);
+            }
+        }
+        list
+    }
+
+    /// Exactly these endpoint URLs (`http(s)://host[:port]`); `None` if one
+    /// of them is not such a URL.
+    pub fn from_endpoints(urls: &[impl AsRef<str>]) -> Option<Self> {
+        let mut list = Self::default();
+        for url in urls {
+            list.push(parse_endpoint(url.as_ref())?);
+        }
+        Some(list)
+    }
+
+    /// Whether `(tls, "host:port")` is allowed (`authority` as [`AllowList`]
+    /// normalises it).
+    pub fn allows(&self, tls: bool, authority: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|(t, a)| *t == tls && a == authority)
+    }
+
+    fn push(&mut self, dest: (bool, String)) {
+        if !self.allowed.contains(&dest) {
+            self.allowed.push(dest);
+        }
+    }
+
+    /// Every outgoing request passes here before any connection is made.
+    fn check(&self, tls: bool, authority: &str) -> Result<(), Error> {
+        if self.allows(tls, authority) {
+            return Ok(());
+        }
+        let scheme = if tls { "https" } else { "http" };
+        eprintln!(
+            "spaces-backup: refused an outgoing request to {scheme}://{authority}: \
+             not an allowed endpoint (only SOURCE_ENDPOINT and DEST_ENDPOINT may be reached)"
+        );
+        Err(Error::HttpRequestDenied)
+    }
+}
+
+/// `http(s)://host[:port][/]` as `(tls, "host:port")`, normalised as
+/// [`OutgoingPool::send`] normalises request URIs.
+fn parse_endpoint(url: &str) -> Option<(bool, String)> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, url.strip_prefix("http://")?)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let authority: http::uri::Authority = rest.parse().ok()?;
+    let port = match authority.port() {
+        Some(p) => p.as_u16(),
+        None if rest.ends_with(':') => return None,
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+    };
+    if port == 0 || authority.host().is_empty() {
+        return None;
+    }
+    Some((
+        tls,
+        format!("{}:{port}", authority.host().to_ascii_lowercase()),
+    ))
+}
+
 /// The `wasi:http` hooks of one instance: outgoing requests go through the
-/// runner's [`OutgoingPool`]; everything else is Wasmtime's default.
+/// runner's [`OutgoingPool`], if `allowed`; everything else is Wasmtime's
+/// default.
 pub(crate) struct PooledHooks {
     pool: OutgoingPool,
+    allowed: Arc<AllowList>,
 }
 
 impl WasiHttpHooks for PooledHooks {
@@ -377,12 +486,51 @@ impl WasiHttpHooks for PooledHooks {
             > + Send,
     > {
         let pool = self.pool.clone();
+        let allowed = self.allowed.clone();
         Box::new(async move {
-            let response = pool.send(request, options).await?;
+            let response = pool.send(&allowed, request, options).await?;
             // The connection's I/O runs in its own task (see `connect`), so
             // there is nothing left for the caller to drive.
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_follows_the_environment() {
+        let list = AllowList::from_env(&[
+            ("SOURCE_ENDPOINT", "http://127.0.0.1:9000/"),
+            ("DEST_REGION", "FRA1"),
+        ]);
+        assert!(list.allows(false, "127.0.0.1:9000"));
+        assert!(list.allows(true, "fra1.digitaloceanspaces.com:443"));
+        assert!(!list.allows(true, "127.0.0.1:9000"), "scheme counts");
+        assert!(!list.allows(true, "nyc3.digitaloceanspaces.com:443"));
+
+        let defaults = AllowList::from_env(&[("SOURCE_ENDPOINT", ""), ("X", "y")]);
+        assert!(defaults.allows(true, "nyc3.digitaloceanspaces.com:443"));
+        assert_eq!(defaults.allowed.len(), 1);
+
+        let ports = AllowList::from_env(&[
+            ("SOURCE_ENDPOINT", "https://Example.com:443"),
+            ("DEST_ENDPOINT", "http://[::1]"),
+        ]);
+        assert!(ports.allows(true, "example.com:443"));
+        assert!(ports.allows(false, "[::1]:80"));
+
+        assert!(AllowList::from_env(&[("SOURCE_ENDPOINT", "not-a-url")])
+            .allows(true, "nyc3.digitaloceanspaces.com:443"));
+        assert!(AllowList::from_endpoints(&["ftp://x"]).is_none());
+        assert!(AllowList::from_endpoints(&["http://a@b"]).is_none());
+        assert!(AllowList::from_endpoints(&["http://a:0"]).is_none());
+        assert_eq!(
+            AllowList::from_endpoints(&[] as &[&str]),
+            Some(AllowList::default())
+        );
     }
 }

@@ -17,7 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::outgoing::{OutgoingPool, PooledHooks};
+use crate::outgoing::{AllowList, OutgoingPool, PooledHooks};
 
 /// The component built by `build.rs` (or `SPACES_BACKUP_COMPONENT_WASM`).
 pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("SPACES_BACKUP_WASM"));
@@ -115,6 +115,9 @@ pub struct Runner {
     /// Kept-alive connections for the component's outgoing requests, shared
     /// by every instance (and every clone) of this runner.
     outgoing: OutgoingPool,
+    /// Where instances may send requests: `None` (the default), the
+    /// `SOURCE_ENDPOINT` and `DEST_ENDPOINT` of each instance's environment.
+    allowed: Option<Arc<AllowList>>,
 }
 
 impl Runner {
@@ -172,6 +175,7 @@ impl Runner {
             pre,
             memory_limit: None,
             outgoing: OutgoingPool::new(),
+            allowed: None,
         })
     }
 
@@ -191,6 +195,21 @@ impl Runner {
             pre: self.pre.clone(),
             memory_limit: bytes,
             outgoing: self.outgoing.clone(),
+            allowed: self.allowed.clone(),
+        }
+    }
+
+    /// The same component with the destinations its instances may reach
+    /// fixed to `allowed`, whatever their environment says (`None`: each
+    /// instance may reach only the `SOURCE_ENDPOINT` and `DEST_ENDPOINT` of
+    /// its own environment, the default). Other requests are refused with
+    /// `HttpRequestDenied` before any connection is made.
+    pub fn with_allow_list(&self, allowed: Option<AllowList>) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            memory_limit: self.memory_limit,
+            outgoing: self.outgoing.clone(),
+            allowed: allowed.map(Arc::new),
         }
     }
 
@@ -322,6 +341,10 @@ impl Runner {
         env: &[(impl AsRef<str>, impl AsRef<str>)],
         peak: Arc<AtomicU64>,
     ) -> Store<HostState> {
+        let allowed = match &self.allowed {
+            Some(fixed) => fixed.clone(),
+            None => Arc::new(AllowList::from_env(env)),
+        };
         let mut wasi = WasiCtx::builder();
         wasi.envs(env);
         // Guest stdout goes to the host's stderr too: the host's stdout is
@@ -339,7 +362,7 @@ impl Runner {
                     limit: self.memory_limit,
                     peak,
                 },
-                hooks: self.outgoing.hooks(),
+                hooks: self.outgoing.hooks(allowed),
             },
         );
         store.limiter(|state| &mut state.memory);

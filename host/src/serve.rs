@@ -1,12 +1,17 @@
 //! `spaces-backup serve`: the HTTP interface of `wasmtime serve`, one fresh
 //! component instance per request.
+//!
+//! On top of it: with `BACKUP_TOKEN` set, every request but `GET /health`
+//! needs `Authorization: Bearer <token>` (else 401); without it, only a
+//! loopback address may be served. One backup runs at a time: another
+//! `POST /backup` meanwhile gets 409.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::server::conn::http1;
@@ -17,8 +22,33 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::envelope::{host_error_body, one_line_error};
 use crate::Runner;
 
-/// Binds `addr` and serves until Ctrl-C.
+/// The variable that holds the bearer token `serve` requires. It is the
+/// host's: never passed to the component, never logged.
+pub const TOKEN_VAR: &str = "BACKUP_TOKEN";
+
+/// Whether `serve` may listen on `addr` with environment `env`: a non-loopback
+/// address needs a `BACKUP_TOKEN`, or anyone who can reach it could start
+/// backups.
+pub fn check_listen_addr(addr: SocketAddr, env: &[(String, String)]) -> Result<()> {
+    if addr.ip().to_canonical().is_loopback() || token_of(env).is_some() {
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve on {addr}, which is not a loopback address, without {TOKEN_VAR}: \
+         set {TOKEN_VAR} (requests then need `Authorization: Bearer <token>`) \
+         or listen on 127.0.0.1"
+    )
+}
+
+/// The token, if set and not empty.
+fn token_of(env: &[(String, String)]) -> Option<&str> {
+    crate::env::get(env, TOKEN_VAR).filter(|t| !t.is_empty())
+}
+
+/// Binds `addr` and serves until Ctrl-C. Refuses a non-loopback `addr`
+/// without `BACKUP_TOKEN` in `env` (see [`check_listen_addr`]).
 pub async fn serve(addr: SocketAddr, runner: Runner, env: Vec<(String, String)>) -> Result<()> {
+    check_listen_addr(addr, &env)?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -31,15 +61,32 @@ pub async fn serve(addr: SocketAddr, runner: Runner, env: Vec<(String, String)>)
     .await
 }
 
+/// What every connection of a server shares.
+struct State {
+    /// The component's environment, without `BACKUP_TOKEN`.
+    env: Vec<(String, String)>,
+    token: Option<String>,
+    /// Held by the running backup, from its request until its instance ends.
+    backup: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// Serves requests from `listener` until `shutdown` completes. Requests in
 /// flight when it does are dropped with their connections.
+///
+/// `env` is the component's environment, except `BACKUP_TOKEN`: if set, it
+/// is the token requests need (see the module documentation).
 pub async fn serve_listener(
     listener: TcpListener,
     runner: Runner,
     env: Vec<(String, String)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let env = Arc::new(env);
+    let token = token_of(&env).map(str::to_string);
+    let env = Arc::new(State {
+        env: env.into_iter().filter(|(k, _)| k != TOKEN_VAR).collect(),
+        token,
+        backup: Arc::new(tokio::sync::Mutex::new(())),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -76,11 +123,42 @@ pub async fn serve_listener(
 
 async fn handle_one(
     runner: &Runner,
-    env: &[(String, String)],
+    state: &State,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let what = format!("{} {}", req.method(), req.uri().path());
-    match runner.call(env, req).await {
+    let is_health = req.method() == http::Method::GET && req.uri().path() == "/health";
+    if let Some(token) = &state.token {
+        if !is_health && !authorized(req.headers(), token) {
+            eprintln!("spaces-backup: {what}: refused (401): missing or wrong bearer token");
+            let body = serde_json::json!({
+                "error": "Unauthorized",
+                "message": format!("this server needs `Authorization: Bearer <token>` with its {TOKEN_VAR}"),
+            });
+            let mut response = json_response(http::StatusCode::UNAUTHORIZED, body.to_string());
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    let running = if req.method() == http::Method::POST && req.uri().path() == "/backup" {
+        match state.backup.clone().try_lock_owned() {
+            Ok(guard) => Some(guard),
+            Err(_) => {
+                eprintln!("spaces-backup: {what}: refused (409): a backup is already running");
+                let body = serde_json::json!({
+                    "error": "Conflict",
+                    "message": "a backup is already running",
+                });
+                return json_response(http::StatusCode::CONFLICT, body.to_string());
+            }
+        }
+    } else {
+        None
+    };
+    match runner.call(&state.env, req).await {
         Ok((response, task)) => {
             // Report a failure after the headers went out (e.g. a trap while
             // streaming the body): the client only sees a cut-off body.
@@ -90,22 +168,103 @@ async fn handle_one(
                     Ok(Err(e)) => eprintln!("spaces-backup: {what}: {}", one_line_error(&e)),
                     Err(e) => eprintln!("spaces-backup: {what}: component task failed: {e}"),
                 }
+                // The backup is over only when its instance is.
+                drop(running);
             });
             response
         }
         Err(e) => {
             let message = one_line_error(&e);
             eprintln!("spaces-backup: {what}: {message}");
-            let body = Full::new(Bytes::from(host_error_body(&message)))
-                .map_err(|never: Infallible| match never {})
-                .boxed_unsync();
-            let mut response = hyper::Response::new(body);
-            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            response
+            json_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                host_error_body(&message),
+            )
         }
+    }
+}
+
+fn json_response(status: http::StatusCode, body: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(body))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in
+/// constant time.
+fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some((scheme, given)) = value.as_bytes().split_first_chunk::<7>() else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(b"Bearer ") && constant_time_eq(given, token.as_bytes())
+}
+
+/// `a == b` in a time that depends only on their lengths (a length mismatch
+/// is rejected at once: the length of the token is not the secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(token: Option<&str>) -> Vec<(String, String)> {
+        token
+            .map(|t| vec![(TOKEN_VAR.to_string(), t.to_string())])
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        for addr in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0"] {
+            assert!(check_listen_addr(addr.parse().unwrap(), &env(None)).is_ok());
+        }
+        for addr in ["0.0.0.0:8080", "[::]:8080", "192.168.1.10:80"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let err = check_listen_addr(addr, &env(None)).unwrap_err().to_string();
+            assert!(err.contains(TOKEN_VAR) && err.contains("loopback"), "{err}");
+            assert!(check_listen_addr(addr, &env(Some(""))).is_err());
+            assert!(check_listen_addr(addr, &env(Some("s3cret"))).is_ok());
+        }
+    }
+
+    #[test]
+    fn bearer_token_is_checked_exactly() {
+        let check = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+            }
+            authorized(&headers, "s3cret-token")
+        };
+        assert!(check(Some("Bearer s3cret-token")));
+        assert!(check(Some("bearer s3cret-token")));
+        assert!(!check(None));
+        assert!(!check(Some("Bearer")));
+        assert!(!check(Some("Bearer s3cret-tokeN")));
+        assert!(!check(Some("Bearer s3cret-token2")));
+        assert!(!check(Some("Bearer s3cret")));
+        assert!(!check(Some("Basic s3cret-token")));
+        assert!(!check(Some("s3cret-token")));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
     }
 }
