@@ -263,6 +263,8 @@ struct Pipeline<'a, 'l, 'u> {
     downloads: std::collections::VecDeque<Download>,
     entry_started: bool,
     archive: Option<Archive>,
+    /// The archive's end (manifest, central directory), written out after the last entry.
+    tail: std::collections::VecDeque<Vec<u8>>,
     buffer: &'a PartBuffer,
     upload: &'a mut MultipartUpload<'u>,
     parts: Vec<PartUpload>,
@@ -290,6 +292,7 @@ fn archive_all(
         downloads: Default::default(),
         entry_started: false,
         archive: Some(Archive::new(buffer.clone(), config.compression_level)),
+        tail: Default::default(),
         buffer,
         upload,
         parts: Vec::new(),
@@ -338,6 +341,9 @@ impl Pipeline<'_, '_, '_> {
                 moved = true;
             }
             if self.archive.is_none() {
+                moved |= self.write_tail()?;
+            }
+            if self.archive.is_none() && self.tail.is_empty() {
                 moved |= self.start_parts(true)?;
                 if self.parts.is_empty() && self.buffer.is_empty() {
                     return Ok(());
@@ -469,7 +475,7 @@ impl Pipeline<'_, '_, '_> {
             let obj = &head.obj;
             if Download::is_directory(obj) {
                 archive
-                    .add_directory(&obj.key, &obj.last_modified)
+                    .add_directory(obj)
                     .map_err(|e| archive_err(&obj.key, e))?;
                 self.progress.files += 1;
                 self.downloads.pop_front();
@@ -481,6 +487,9 @@ impl Pipeline<'_, '_, '_> {
                     "skipped",
                     json!({"key": obj.key, "reason": "deleted after it was listed"}),
                 );
+                archive
+                    .note_skipped(obj, "deleted after it was listed")
+                    .map_err(|e| archive_err(&obj.key, e))?;
                 self.progress.skipped.push(obj.key.clone());
                 self.downloads.pop_front();
                 moved = true;
@@ -498,7 +507,7 @@ impl Pipeline<'_, '_, '_> {
                     self.config.compression,
                 );
                 let name = archive
-                    .start_file(&obj.key, obj.size, &obj.last_modified, method)
+                    .start_file(obj, method)
                     .map_err(|e| archive_err(&obj.key, e))?;
                 log::debug(
                     "archiving",
@@ -537,6 +546,11 @@ impl Pipeline<'_, '_, '_> {
                             head.obj.size
                         ),
                     ));
+                }
+                if let Some(archive) = self.archive.as_mut() {
+                    archive
+                        .finish_file(&head.obj)
+                        .map_err(|e| archive_err(&head.obj.key, e))?;
                 }
                 self.progress.files += 1;
                 self.progress.bytes_read += head.received();
@@ -603,15 +617,33 @@ impl Pipeline<'_, '_, '_> {
     fn finish_archive(&mut self) -> Result<(), BackupError> {
         if let Some(archive) = self.archive.take() {
             let entries = archive.entries();
-            let renamed = archive.renamed().len();
-            archive.finish().map_err(|e| {
+            let renamed = archive.renamed();
+            let held = archive.held_bytes();
+            self.tail = archive.finish().map_err(|e| {
                 internal("ArchiveError", format!("finishing the archive failed: {e}"))
             })?;
             log::info(
                 "archive_finished",
-                json!({"entries": entries, "renamed": renamed}),
+                json!({"entries": entries, "renamed": renamed, "directoryBytes": held}),
             );
         }
         Ok(())
+    }
+
+    /// Writes the archive's end into parts, as upload slots allow.
+    fn write_tail(&mut self) -> Result<bool, BackupError> {
+        let mut moved = false;
+        while !self.backpressure() {
+            let Some(block) = self.tail.pop_front() else {
+                break;
+            };
+            let mut sink = self.buffer.clone();
+            std::io::Write::write_all(&mut sink, &block).map_err(|e| {
+                internal("ArchiveError", format!("finishing the archive failed: {e}"))
+            })?;
+            self.start_parts(false)?;
+            moved = true;
+        }
+        Ok(moved)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The pipeline, one file per stage: [`list`] → [`fetch`] → [`archive`] → [`upload`],
 //! driven by [`backup`]. Pure logic ([`sigv4`], [`xml`], [`config`], [`naming`],
-//! [`parts`], [`retry`]) is apart from I/O ([`http`], the thin `wasi:http` layer).
+//! [`parts`], [`retry`], [`zipformat`]) is apart from I/O ([`http`], the thin `wasi:http` layer).
 
 pub mod archive;
 pub mod backup;
@@ -21,3 +21,4 @@ pub mod sigv4;
 pub mod upload;
 pub mod util;
 pub mod xml;
+pub mod zipformat;

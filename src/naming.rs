@@ -8,6 +8,8 @@ use crate::util::iso_millis;
 
 /// Where the manifest goes: the archive's last entry.
 pub const MANIFEST_NAME: &str = ".spaces-backup/manifest.jsonl";
+/// The manifest's folder: no entry may take its name.
+pub const MANIFEST_DIR: &str = ".spaces-backup/";
 
 /// `${prefix}/backup-${bucket}-${ISO time with ':' and '.' as '-'}.zip`, as the original
 /// function names its archives.
@@ -57,9 +59,6 @@ pub fn safe_entry_name(key: &str) -> Cow<'_, str> {
     }
     if is_dir {
         out.push('/');
-    }
-    if out == MANIFEST_NAME {
-        out.insert(0, '_');
     }
     if out == key {
         Cow::Borrowed(key)
@@ -140,7 +139,6 @@ mod tests {
             ("/", "_/"),
             ("../", "__/"),
             ("", "_"),
-            (MANIFEST_NAME, "_.spaces-backup/manifest.jsonl"),
         ];
         for (key, want) in cases {
             assert_eq!(safe_entry_name(key), want, "{key:?}");

@@ -83,7 +83,7 @@ impl PartBuffer {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
         // Room for one part plus the overflow of one write, so the buffer never regrows.
         Self(Rc::new(RefCell::new(Inner {
-            bytes: Vec::with_capacity(part_size.saturating_add(256 * 1024)),
+            bytes: Vec::with_capacity(part_size.saturating_add(512 * 1024)),
             total: 0,
             part_size,
             hasher: Sha256::new(),

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    backup_env, read_zip_with_python, run_backup, set, sha256_hex, start_s3_with, Fault,
+    backup_env, read_zip_with_python, run_backup, set, sha256_hex, start_s3_with, tool, Fault,
     MIN_PART_SIZE,
 };
 
@@ -112,14 +112,27 @@ async fn backs_up_every_object_byte_for_byte() {
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
     assert_eq!(s3.leftover_part_files().unwrap(), 0);
 
-    let entries = read_zip_with_python(&path);
-    // Every key safe as it is: no renames, so no manifest.
+    let mut entries = read_zip_with_python(&path);
+    let manifest_entry = entries.pop().unwrap();
+    assert_eq!(manifest_entry.name, common::MANIFEST);
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     let keys: Vec<&str> = objects.keys().map(String::as_str).collect();
     assert_eq!(
         names, keys,
-        "entries in listing order, named exactly as the keys"
+        "entries in listing order, named exactly as the keys, then the manifest"
     );
+    let manifest = common::read_manifest_with_python(&path);
+    assert_eq!(manifest.len(), objects.len());
+    for (line, e) in manifest.iter().zip(&entries) {
+        assert_eq!(line["key"], e.name);
+        assert_eq!(line["entry"], e.name);
+        assert_eq!(line["size"], e.size);
+        assert_eq!(line["crc32"], format!("{:08x}", e.crc32));
+        assert!(
+            line["lastModified"].as_str().unwrap().ends_with('Z'),
+            "{line}"
+        );
+    }
     for e in &entries {
         let data = &objects[&e.name];
         assert_eq!(e.size, data.len() as u64, "{}", e.name);
@@ -135,7 +148,13 @@ async fn backs_up_every_object_byte_for_byte() {
         0,
         "empty files are stored"
     );
-    assert_eq!(by_name("big/archive-part.bin").method, 0, "noise is stored");
+    // Noise is stored, as deflate stored blocks: 5 bytes per 65,535.
+    let noise = by_name("big/archive-part.bin");
+    assert_eq!(noise.method, 8);
+    assert_eq!(
+        noise.compressed_size,
+        noise.size + 5 * noise.size.div_ceil(65_535)
+    );
     let text = by_name("big/compressible.log");
     assert_eq!(text.method, 8, "text is deflated");
     assert!(text.compressed_size * 2 < text.size);
@@ -155,6 +174,7 @@ async fn small_archive_is_one_part() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["parts"], 1);
     let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries.len(), 3, "two objects and the manifest");
     let found: BTreeMap<_, _> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
     assert_eq!(found["a.txt"].sha256, sha256_hex(b"alpha"));
     assert_eq!(found["a.txt"].method, 8);
@@ -169,7 +189,10 @@ async fn empty_bucket_gives_an_empty_archive() {
     let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["filesBackedUp"], 0);
-    assert!(read_zip_with_python(&common::archive_path(&s3, "dest", &body)).is_empty());
+    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries.len(), 1, "only the (empty) manifest");
+    assert_eq!(entries[0].name, common::MANIFEST);
+    assert_eq!(entries[0].size, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +211,7 @@ async fn same_bucket_leaves_earlier_archives_out() {
     assert_eq!(second["excludedArchives"], 1, "{second}");
     let entries = read_zip_with_python(&common::archive_path(&s3, "both", &second));
     let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["data/x.txt"]);
+    assert_eq!(names, ["data/x.txt", common::MANIFEST]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +378,8 @@ async fn transient_faults_are_retried_and_cut_bodies_resumed() {
     assert!(body["retries"].as_u64().unwrap() >= 3, "{body}");
     let ranged = s3.requests().iter().filter(|r| r.range.is_some()).count();
     assert!(ranged >= 1, "the cut-off GET was not resumed with Range");
-    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    let mut entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries.pop().unwrap().name, common::MANIFEST);
     assert_eq!(entries.len(), objects.len());
     for e in entries {
         assert_eq!(e.sha256, sha256_hex(&objects[&e.name]), "{}", e.name);
@@ -385,7 +409,7 @@ async fn complete_whose_answer_is_lost_still_succeeds() {
     assert_eq!(status, 200, "{body}");
     assert!(body["retries"].as_u64().unwrap() >= 1, "{body}");
     let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
-    assert_eq!(entries.len(), 1);
+    assert_eq!(entries.len(), 2, "the object and the manifest");
     assert_eq!(entries[0].sha256, sha256_hex(&data));
 }
 
@@ -413,23 +437,8 @@ async fn unreachable_endpoint_fails_in_bounded_time() {
     );
 }
 
-/// Runs `cmd` and returns its output; the test fails if the tool is missing or fails.
-fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is needed by this test (see .ci/run): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_opens_in_info_zip_7zip_and_libarchive() {
+async fn archive_opens_in_info_zip_7zip_libarchive_and_java() {
     let s3 = common::start_s3();
     s3.create_bucket("source").unwrap();
     s3.create_bucket("dest").unwrap();
@@ -438,6 +447,7 @@ async fn archive_opens_in_info_zip_7zip_and_libarchive() {
     objects.insert("noise/b.bin".to_string(), content(2, 300_000, false));
     objects.insert("empty.txt".to_string(), Vec::new());
     objects.insert("ünï/ファイル.txt".to_string(), b"utf-8 name".to_vec());
+    objects.insert("photo.jpg".to_string(), content(3, 70_000, true));
     for (k, v) in &objects {
         s3.put_object("source", k, v).unwrap();
     }
@@ -453,12 +463,41 @@ async fn archive_opens_in_info_zip_7zip_and_libarchive() {
     let listing = tool("bsdtar", &["-tf", path]);
     let mut names: Vec<&str> = listing.lines().collect();
     names.sort_unstable();
-    let keys: Vec<&str> = objects.keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = objects.keys().map(String::as_str).collect();
+    keys.push(common::MANIFEST);
+    keys.sort_unstable();
     assert_eq!(names, keys);
-    // libarchive reads the archive as a stream, front to back, and checks every CRC.
+    // libarchive reading from a pipe must stream, front to back, checking every CRC.
     let dir = tempfile::tempdir().unwrap();
-    tool("bsdtar", &["-xf", path, "-C", dir.path().to_str().unwrap()]);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("bsdtar -xf - -C \"$1\" < \"$2\"")
+        .arg("sh")
+        .arg(dir.path())
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (k, v) in &objects {
         assert_eq!(&std::fs::read(dir.path().join(k)).unwrap(), v, "{k}");
     }
+    // Java's ZipInputStream: the strictest streaming reader.
+    let java = common::read_zip_with_java_stream(std::path::Path::new(path));
+    let mut java_names: Vec<&str> = java.iter().map(|(n, _, _)| n.as_str()).collect();
+    java_names.sort_unstable();
+    assert_eq!(java_names, keys);
+    for (name, size, crc) in &java {
+        if let Some(v) = objects.get(name) {
+            assert_eq!(*size, v.len() as u64, "{name}");
+            assert_eq!(*crc, crc32(v), "{name}");
+        }
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    crc32fast::hash(data)
 }

@@ -29,6 +29,9 @@ pub use spaces_backup_host::{envelope, Runner};
 /// little data.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// The archive's last entry.
+pub const MANIFEST: &str = ".spaces-backup/manifest.jsonl";
+
 /// An S3 server over a temporary folder. Derefs to [`S3Server`].
 pub struct TestS3 {
     // Declared first so the server stops before its folder is removed.
@@ -226,4 +229,60 @@ pub fn archive_path(s3: &S3Server, dest: &str, body: &Value) -> std::path::PathB
         .unwrap_or_else(|| panic!("no archiveName in {body}"));
     s3.object_path(dest, key)
         .expect("archive key is a file path")
+}
+
+/// Runs `cmd` and returns its output; the test fails if the tool is missing or
+/// fails (the tools are installed by `.ci/run`).
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed by this test (see .ci/run): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
+    text
+}
+
+/// Reads the ZIP at `path` front to back with Java's `ZipInputStream` (a
+/// streaming reader that ignores the central directory and checks every CRC).
+/// Returns `(name, size, crc32)` per entry.
+pub fn read_zip_with_java_stream(path: &Path) -> Vec<(String, u64, u32)> {
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/ZipStreamCheck.java");
+    let out = tool("java", &[checker.to_str().unwrap(), path.to_str().unwrap()]);
+    let mut entries = Vec::new();
+    let mut total = None;
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            ["total", n, _] => total = n.parse::<usize>().ok(),
+            [name, size, crc] => entries.push((
+                name.to_string(),
+                size.parse().expect("size"),
+                u32::from_str_radix(crc, 16).expect("crc"),
+            )),
+            _ => {}
+        }
+    }
+    assert_eq!(total, Some(entries.len()), "java output:\n{out}");
+    entries
+}
+
+/// The archive's manifest (`.spaces-backup/manifest.jsonl`), one JSON object
+/// per source object, read with Python's `zipfile`.
+pub fn read_manifest_with_python(path: &Path) -> Vec<Value> {
+    let out = tool(
+        "python3",
+        &[
+            "-c",
+            "import sys, zipfile; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read('.spaces-backup/manifest.jsonl').decode())",
+            path.to_str().unwrap(),
+        ],
+    );
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("manifest line is JSON"))
+        .collect()
 }
