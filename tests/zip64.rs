@@ -33,7 +33,7 @@ fn zeros_object(s3: &common::TestS3, bucket: &str, key: &str, size: u64) {
 fn small_object(s3: &common::TestS3, bucket: &str, i: usize) -> (String, Vec<u8>) {
     let key = format!("many/{:03}/{i:05}.txt", i / 1000);
     // Every third object is empty (stored, no descriptor); the rest carry a line.
-    let data = if i % 3 == 0 {
+    let data = if i.is_multiple_of(3) {
         Vec::new()
     } else {
         format!("object {i}\n").into_bytes()
