@@ -13,6 +13,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::config::Compression;
+use crate::fetch::ObjectMeta;
 use crate::naming::{safe_entry_name, with_suffix, MANIFEST_DIR, MANIFEST_NAME};
 use crate::parts::PartBuffer;
 use crate::util::parse_rfc3339;
@@ -204,10 +205,28 @@ struct ManifestLine<'a> {
     etag: &'a str,
     #[serde(rename = "lastModified")]
     last_modified: &'a str,
+    #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Pairs<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     crc32: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<&'a str>,
+}
+
+/// User metadata as a JSON object.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// The manifest: JSON lines deflated into memory as entries are written, so it costs a
@@ -474,7 +493,11 @@ impl Archive {
     }
 
     /// Ends the open entry: its data descriptor, central record and manifest line.
-    pub fn finish_file(&mut self, obj: &ListedObject) -> Result<(), ArchiveError> {
+    pub fn finish_file(
+        &mut self,
+        obj: &ListedObject,
+        meta: &ObjectMeta,
+    ) -> Result<(), ArchiveError> {
         let Some(open) = self.open.as_ref() else {
             return Err(ArchiveError("no entry is open".into()));
         };
@@ -509,6 +532,8 @@ impl Archive {
             size: obj.size,
             etag: &obj.etag,
             last_modified: &obj.last_modified,
+            content_type: meta.content_type.as_deref(),
+            metadata: Some(Pairs(&meta.metadata)),
             crc32: Some(format!("{crc32:08x}")),
             skipped: None,
         })
@@ -545,6 +570,8 @@ impl Archive {
             size: 0,
             etag: &obj.etag,
             last_modified: &obj.last_modified,
+            content_type: None,
+            metadata: None,
             crc32: Some("00000000".into()),
             skipped: None,
         })?;
@@ -559,6 +586,8 @@ impl Archive {
             size: obj.size,
             etag: &obj.etag,
             last_modified: &obj.last_modified,
+            content_type: None,
+            metadata: None,
             crc32: None,
             skipped: Some(reason),
         })
@@ -658,7 +687,11 @@ mod tests {
         for piece in data.chunks(70_000) {
             a.write(piece).unwrap();
         }
-        a.finish_file(&o).unwrap();
+        let meta = ObjectMeta {
+            content_type: Some("text/plain".into()),
+            metadata: vec![("colour".into(), "blue".into())],
+        };
+        a.finish_file(&o, &meta).unwrap();
         name
     }
 
@@ -712,6 +745,10 @@ mod tests {
         assert_eq!(lines[0]["key"], "t.txt");
         assert_eq!(lines[0]["crc32"], format!("{:08x}", crc32fast::hash(&text)));
         assert_eq!(lines[1]["size"], 300_000);
+        assert_eq!(lines[1]["contentType"], "text/plain");
+        assert_eq!(lines[1]["metadata"]["colour"], "blue");
+        assert_eq!(lines[1]["lastModified"], "2024-02-29T23:59:58.000Z");
+        assert_eq!(lines[1]["etag"], "\"e\"");
         assert_eq!(lines[4]["skipped"], "deleted");
         assert!(lines[4].get("entry").is_none());
     }
@@ -724,7 +761,7 @@ mod tests {
         a.start_file(&o, Method::Store).unwrap();
         assert!(a.write(b"four").is_err());
         a.write(b"tw").unwrap();
-        assert!(a.finish_file(&o).is_err());
+        assert!(a.finish_file(&o, &ObjectMeta::default()).is_err());
     }
 
     #[test]

@@ -549,7 +549,7 @@ impl Pipeline<'_, '_, '_> {
                 }
                 if let Some(archive) = self.archive.as_mut() {
                     archive
-                        .finish_file(&head.obj)
+                        .finish_file(&head.obj, &head.meta)
                         .map_err(|e| archive_err(&head.obj.key, e))?;
                 }
                 self.progress.files += 1;

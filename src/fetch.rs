@@ -1,10 +1,16 @@
 //! Stage 2: GetObject, several in flight, each read in chunks without blocking. A body
 //! cut off mid-way resumes with a `Range` request from the byte it reached, pinned to
 //! the listed ETag with `If-Match`; failures before the body are retried with backoff.
+//!
+//! Integrity: the byte count must be the listed size, and when the ETag is a plain MD5
+//! (single-part uploads), the MD5 of the bytes read must match it. An object whose bytes
+//! have not reached the archive yet is read again once on a mismatch; otherwise the
+//! backup fails rather than keep a wrong entry.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use md5::{Digest, Md5};
 use serde_json::json;
 use wasi::io::poll::Pollable;
 
@@ -12,6 +18,7 @@ use crate::http::{self, InFlight, Read, Response};
 use crate::log;
 use crate::s3::{check_status, Op, S3Error, S3};
 use crate::sigv4::EMPTY_SHA256;
+use crate::util::hex;
 use crate::xml::ListedObject;
 
 /// Largest chunk taken from the host at once.
@@ -25,9 +32,43 @@ enum State {
     Done,
 }
 
+/// What GetObject says about an object beyond the listing; the manifest keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names without the prefix, in the order received.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl ObjectMeta {
+    fn from_response(resp: &Response) -> Self {
+        let mut meta = ObjectMeta {
+            content_type: resp.header("content-type"),
+            metadata: Vec::new(),
+        };
+        for (name, value) in &resp.headers {
+            let lower = name.to_ascii_lowercase();
+            if let Some(key) = lower.strip_prefix("x-amz-meta-") {
+                meta.metadata
+                    .push((key.to_string(), String::from_utf8_lossy(value).into_owned()));
+            }
+        }
+        meta
+    }
+}
+
+/// The MD5 an ETag stands for: 32 hex digits, quoted or not. Multipart ETags
+/// (`"…-N"`) and encrypted objects' ETags are not content MD5s.
+pub fn md5_of_etag(etag: &str) -> Option<String> {
+    let bare = etag.trim().trim_matches('"');
+    (bare.len() == 32 && bare.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| bare.to_ascii_lowercase())
+}
+
 /// One object on its way into the archive.
 pub struct Download {
     pub obj: ListedObject,
+    pub meta: ObjectMeta,
     state: State,
     chunks: VecDeque<Vec<u8>>,
     buffered: usize,
@@ -37,6 +78,12 @@ pub struct Download {
     attempts: u32,
     /// Deleted between listing and GET.
     pub missing: bool,
+    /// MD5 of the bytes received, while the ETag is a plain MD5 to compare with.
+    md5: Option<(Md5, String)>,
+    /// The object was read again after an MD5 mismatch.
+    reread: bool,
+    /// Some bytes went on to the archive: the object can no longer be read again.
+    handed_on: bool,
 }
 
 fn op(obj: &ListedObject, offset: u64) -> Op<'_> {
@@ -71,6 +118,10 @@ impl Download {
             received: 0,
             attempts: 0,
             missing: false,
+            meta: ObjectMeta::default(),
+            md5: None,
+            reread: false,
+            handed_on: false,
         };
         if !Self::is_directory(&d.obj) {
             d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
@@ -98,6 +149,7 @@ impl Download {
     pub fn pop_chunk(&mut self) -> Option<Vec<u8>> {
         let c = self.chunks.pop_front()?;
         self.buffered -= c.len();
+        self.handed_on = true;
         Some(c)
     }
 
@@ -149,7 +201,18 @@ impl Download {
                     .and_then(check_status)
                     .and_then(|r| self.check_answer(r))
                 {
-                    Ok(resp) => State::Reading(resp),
+                    Ok(resp) => {
+                        if self.received == 0 {
+                            self.meta = ObjectMeta::from_response(&resp);
+                            // s3s-fs and some services list no ETag: the GET's stands in.
+                            let etag = match resp.header("etag") {
+                                Some(e) if self.obj.etag.is_empty() => e,
+                                _ => self.obj.etag.clone(),
+                            };
+                            self.md5 = md5_of_etag(&etag).map(|want| (Md5::new(), want));
+                        }
+                        State::Reading(resp)
+                    }
                     Err(e)
                         if self.received == 0
                             && e.status() == Some(404)
@@ -181,12 +244,15 @@ impl Download {
                                     self.obj.size
                                 )));
                             }
+                            if let Some((md5, _)) = &mut self.md5 {
+                                md5.update(&chunk);
+                            }
                             self.buffered += chunk.len();
                             self.chunks.push_back(chunk);
                         }
                         Ok(Read::Pending) => break,
                         Ok(Read::End) if self.received == self.obj.size => {
-                            self.state = State::Done;
+                            self.state = self.check_md5(s3)?;
                             return Ok(true);
                         }
                         Ok(Read::End) => {
@@ -237,6 +303,30 @@ impl Download {
         Ok(resp)
     }
 
+    /// Done if the MD5 matches (or there is none to check); else read the object once more
+    /// while none of it has reached the archive, or fail.
+    fn check_md5(&mut self, s3: &S3) -> Result<State, S3Error> {
+        let Some((md5, want)) = self.md5.take() else {
+            return Ok(State::Done);
+        };
+        let got = hex(&md5.finalize());
+        if got == want {
+            return Ok(State::Done);
+        }
+        let e = S3Error::Protocol(format!(
+            "the bytes read have MD5 {got} but the object's ETag says {want}: it was corrupted in transit or changed during the backup"
+        ));
+        if self.reread || self.handed_on {
+            return Err(e);
+        }
+        self.reread = true;
+        self.chunks.clear();
+        self.buffered = 0;
+        self.received = 0;
+        s3.note_retry("GetObject", Some(&self.obj.key), 1, Duration::ZERO, &e);
+        Ok(State::Backoff(0))
+    }
+
     fn retry_or_fail(&mut self, s3: &S3, e: S3Error) -> Result<State, S3Error> {
         if !e.is_transient() || self.attempts >= s3.policy().max_retries {
             return Err(e);
@@ -254,5 +344,22 @@ impl Download {
         Ok(State::Backoff(http::now_nanos().saturating_add(
             wait.as_nanos().min(u64::MAX as u128) as u64,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_md5_etags_are_checked() {
+        assert_eq!(
+            md5_of_etag("\"9B2CF535F27731C974343645A3985328\"").as_deref(),
+            Some("9b2cf535f27731c974343645a3985328")
+        );
+        assert!(md5_of_etag("d41d8cd98f00b204e9800998ecf8427e").is_some());
+        assert_eq!(md5_of_etag("\"3858f62230ac3c915f300c664312c11f-9\""), None);
+        assert_eq!(md5_of_etag(""), None);
+        assert_eq!(md5_of_etag("\"not-an-md5-but-32-characters-xx\""), None);
     }
 }
