@@ -111,14 +111,16 @@ fn assert_no_secrets(case: &str, text: &str) {
     }
 }
 
+/// A case's name, its variable overrides, and what the error must say.
+type Case = (&'static str, Vec<(&'static str, String)>, Vec<&'static str>);
+
 #[test]
 fn bad_input_is_named_and_no_secret_is_printed() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = server(&dir.path().join("s3"));
     let cwd = dir.path();
-    // (case, variable overrides, what the error must say)
     let refused = "http://127.0.0.1:1".to_string();
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "source bucket empty",
             vec![("SOURCE_BUCKET", "".into())],
