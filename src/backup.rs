@@ -124,6 +124,8 @@ struct Progress {
     files: u64,
     bytes_read: u64,
     skipped: Vec<String>,
+    /// Rewritten between the listing and their GET: archived as they were at the GET.
+    changed: Vec<String>,
     excluded: u64,
 }
 
@@ -241,6 +243,7 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
         "parts": upload.parts(),
         "partSize": config.part_size,
         "skipped": progress.skipped,
+        "changed": progress.changed,
         "excludedArchives": progress.excluded,
         "retries": retries.get(),
     });
@@ -551,6 +554,9 @@ impl Pipeline<'_, '_, '_> {
                     archive
                         .finish_file(&head.obj, &head.meta)
                         .map_err(|e| archive_err(&head.obj.key, e))?;
+                }
+                if head.changed {
+                    self.progress.changed.push(head.obj.key.clone());
                 }
                 self.progress.files += 1;
                 self.progress.bytes_read += head.received();

@@ -84,6 +84,8 @@ pub struct Download {
     reread: bool,
     /// Some bytes went on to the archive: the object can no longer be read again.
     handed_on: bool,
+    /// Rewritten between the listing and its GET (archived as it is now).
+    pub changed: bool,
 }
 
 fn op(obj: &ListedObject, offset: u64) -> Op<'_> {
@@ -122,6 +124,7 @@ impl Download {
             md5: None,
             reread: false,
             handed_on: false,
+            changed: false,
         };
         if !Self::is_directory(&d.obj) {
             d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
@@ -204,12 +207,7 @@ impl Download {
                     Ok(resp) => {
                         if self.received == 0 {
                             self.meta = ObjectMeta::from_response(&resp);
-                            // s3s-fs and some services list no ETag: the GET's stands in.
-                            let etag = match resp.header("etag") {
-                                Some(e) if self.obj.etag.is_empty() => e,
-                                _ => self.obj.etag.clone(),
-                            };
-                            self.md5 = md5_of_etag(&etag).map(|want| (Md5::new(), want));
+                            self.md5 = md5_of_etag(&self.obj.etag).map(|want| (Md5::new(), want));
                         }
                         State::Reading(resp)
                     }
@@ -221,10 +219,17 @@ impl Download {
                         self.missing = true;
                         State::Done
                     }
-                    Err(e) if e.code() == "PreconditionFailed" => return Err(S3Error::Protocol(
-                        "the object changed while it was being read (its ETag no longer matches)"
-                            .into(),
-                    )),
+                    Err(e)
+                        if self.received > 0
+                            && (e.code() == "PreconditionFailed" || e.status() == Some(404)) =>
+                    {
+                        return Err(S3Error::Protocol(format!(
+                            "the object changed or was deleted while it was being read, after \
+                             {} bytes ({e}); the backup stops rather than store a mixed or \
+                             truncated entry: run it again",
+                            self.received
+                        )))
+                    }
                     Err(e) => self.retry_or_fail(s3, e)?,
                 };
                 Ok(true)
@@ -278,8 +283,10 @@ impl Download {
         }
     }
 
-    /// The size announced must be what was listed; a resumed GET must honour `Range`.
-    fn check_answer(&self, resp: Response) -> Result<Response, S3Error> {
+    /// A resumed GET must honour `Range`. The first answer describes the version that will
+    /// be archived: an object rewritten since it was listed is taken as it is now, with
+    /// the size and ETag of this answer (and resumes pinned to that ETag).
+    fn check_answer(&mut self, resp: Response) -> Result<Response, S3Error> {
         if self.received > 0 {
             if resp.status != 206 {
                 return Err(S3Error::Protocol(format!(
@@ -289,16 +296,28 @@ impl Download {
             }
             return Ok(resp);
         }
-        if let Some(len) = resp
+        let len = resp
             .header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            if len != self.obj.size {
-                return Err(S3Error::Protocol(format!(
-                    "the object is {len} bytes now but was listed with {}; it changed during the backup",
-                    self.obj.size
-                )));
-            }
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let etag = resp.header("etag").filter(|e| !e.trim().is_empty());
+        let resized = len.is_some_and(|n| n != self.obj.size);
+        let retagged = etag
+            .as_deref()
+            .is_some_and(|e| !self.obj.etag.is_empty() && e != self.obj.etag);
+        if resized || retagged {
+            log::warn(
+                "changed_since_listed",
+                json!({"key": self.obj.key, "listedSize": self.obj.size, "size": len,
+                       "listedEtag": self.obj.etag, "etag": etag}),
+            );
+            self.changed = true;
+        }
+        if let Some(n) = len {
+            self.obj.size = n;
+        }
+        if let Some(e) = etag {
+            // s3s-fs and some services list no ETag: the GET's is the one to check.
+            self.obj.etag = e;
         }
         Ok(resp)
     }

@@ -501,3 +501,93 @@ async fn archive_opens_in_info_zip_7zip_libarchive_and_java() {
 fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_rewritten_after_listing_is_archived_as_it_is_now() {
+    use std::sync::{Mutex, OnceLock};
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| {
+            if req.operation() == "GetObject" && req.path.ends_with("/grows.txt") {
+                let mut done = DONE.lock().unwrap();
+                if !*done {
+                    // Rewritten after the listing, before its GET is served.
+                    std::fs::write(PATH.get().unwrap(), b"version two, a little longer").unwrap();
+                    *done = true;
+                }
+            }
+            Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "grows.txt", b"version one")
+        .unwrap();
+    s3.put_object("source", "stays.txt", b"unchanged").unwrap();
+    PATH.set(s3.object_path("source", "grows.txt").unwrap())
+        .unwrap();
+
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], serde_json::json!(["grows.txt"]));
+    let path = common::archive_path(&s3, "dest", &body);
+    let entries = read_zip_with_python(&path);
+    assert_eq!(entries[0].name, "grows.txt");
+    assert_eq!(
+        entries[0].sha256,
+        sha256_hex(b"version two, a little longer")
+    );
+    let manifest = common::read_manifest_with_python(&path);
+    assert_eq!(manifest[0]["size"], 28);
+    // The ETag of the version archived, not the listed one.
+    use md5::Digest as _;
+    let md5: String = md5::Md5::digest(b"version two, a little longer")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(manifest[0]["etag"].as_str().unwrap().trim_matches('"'), md5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_changed_mid_read_fails_and_aborts() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static GETS: AtomicU32 = AtomicU32::new(0);
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| {
+            if req.operation() != "GetObject" || !req.path.ends_with("/big.bin") {
+                return Fault::Pass;
+            }
+            match GETS.fetch_add(1, Ordering::SeqCst) {
+                // Cut off mid-body; the resume, pinned to the ETag with If-Match, then finds
+                // a new version, as S3 answers it.
+                0 => Fault::CutOff(300_000),
+                _ => {
+                    assert!(
+                        req.headers.contains_key("if-match"),
+                        "resume without If-Match"
+                    );
+                    Fault::Status {
+                        status: 412,
+                        code: "PreconditionFailed".into(),
+                    }
+                }
+            }
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "big.bin", &content(9, 3_000_000, false))
+        .unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("'big.bin'"), "{message}");
+    assert!(
+        message.contains("changed or was deleted while it was being read"),
+        "{message}"
+    );
+    assert!(message.contains("aborted"), "{message}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
