@@ -9,13 +9,17 @@
 //!   environment and get `(status, body)` back;
 //! - [`serve()`]: the same HTTP interface as `wasmtime serve`;
 //! - [`envelope()`]: the `{"statusCode", "body"}` JSON the CLI prints;
-//! - [`s3server`]: an S3 server (s3s + s3s-fs) on 127.0.0.1 that checks
-//!   SigV4 signatures, with helpers to seed buckets and inspect what landed;
+//! - [`s3server`]: an S3 server on 127.0.0.1 (s3s's protocol layer, which
+//!   checks SigV4 signatures, over s3s-fs or the in-memory [`memstore`]),
+//!   with helpers to seed buckets and inspect what landed;
+//! - [`memstore`]: an in-memory S3 backend for s3s that stores every legal
+//!   key exactly (s3s-fs cannot store keys that are not file paths);
 //! - [`demo`]: the `spaces-backup demo` command end to end.
 
 pub mod demo;
 pub mod env;
 mod envelope;
+pub mod memstore;
 mod outgoing;
 mod runner;
 pub mod s3server;

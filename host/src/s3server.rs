@@ -1,5 +1,24 @@
 //! An S3-compatible server on 127.0.0.1 for the demo and the integration
-//! tests: [s3s] (protocol, SigV4 verification) over [s3s_fs] (a folder).
+//! tests: [s3s] (protocol, SigV4 verification) over one of two backends:
+//!
+//! - [s3s_fs], a folder ([`S3Server::start`], [`S3Server::builder`]): what
+//!   lands can be looked at as files, but only keys that are plain relative
+//!   paths can be stored (see below);
+//! - [`MemStore`], in memory ([`S3ServerBuilder::in_memory`],
+//!   [`S3Server::start_in_memory`]): every legal S3 key, stored exactly, with
+//!   S3's ETags, Content-Type, user metadata, listings (ETag, `encoding-type=url`,
+//!   continuation tokens) and multipart rules (ListMultipartUploads,
+//!   EntityTooSmall with a configurable minimum part size). See
+//!   [`crate::memstore`].
+//!
+//! Both get the same SigV4 check, fault hook, request log and helpers
+//! ([`S3Server::create_bucket`], [`S3Server::put_object`],
+//! [`S3Server::put_object_with`], [`S3Server::read_object`],
+//! [`S3Server::object_info`], [`S3Server::object_keys`],
+//! [`S3Server::list_objects`], [`S3Server::delete_object`],
+//! [`S3Server::open_multipart_uploads`], [`S3Server::leftover_part_files`]);
+//! [`S3Server::root`] and [`S3Server::object_path`] exist only for s3s-fs
+//! and return an error in memory.
 //!
 //! It runs on a thread and Tokio runtime of its own, so it works the same from
 //! sync code, from `#[tokio::test]` (even a current-thread one, where it would
@@ -20,12 +39,24 @@
 //!   and `<root>/.bucket-<b64 bucket>.object-<b64 key>.upload-<u>.metadata.json`;
 //!   Complete and Abort delete all three. s3s-fs has no ListMultipartUploads.
 //!
+//! # Keys over HTTP (s3s 0.14)
+//!
+//! s3s percent-decodes the request path once and takes everything after
+//! `/<bucket>/` as the key, untouched (its `normalize_forward_slash_path`
+//! option is off): `/b//a` is key `/a`, `/b//` key `/`, `/b/../` key `../`.
+//! The SigV4 canonical URI is that decoded path encoded again (every byte
+//! but `A-Za-z0-9-_.~/` as uppercase `%XX`), so clients must send the path
+//! encoded exactly that way: a path with `%2F`, `%2E` or lowercase hex is
+//! decoded fine but fails SignatureDoesNotMatch when signed as sent. In the
+//! query, `+` means space (form decoding): a `+` in a prefix must be `%2B`.
+//!
 //! # Fault injection
 //!
 //! [`S3ServerBuilder::fault`] installs a hook that sees every request before
 //! the S3 service does and may answer with an error status, delay it, cut its
 //! response body off after some bytes, or drop the connection.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -33,9 +64,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -44,6 +75,8 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
+
+pub use crate::memstore::{MemStore, ObjectInfo};
 
 type StdError = Box<dyn std::error::Error + Send + Sync>;
 type ResponseBody = UnsyncBoxBody<Bytes, StdError>;
@@ -138,6 +171,8 @@ pub struct S3ServerBuilder {
     access_key: String,
     secret_key: String,
     fault: Option<FaultHook>,
+    /// `Some`: serve this store instead of s3s-fs over `root`.
+    memory: Option<MemStore>,
 }
 
 impl S3ServerBuilder {
@@ -154,17 +189,48 @@ impl S3ServerBuilder {
         self
     }
 
+    /// Stores buckets in memory ([`MemStore`], every legal key) instead of
+    /// s3s-fs; the folder given to [`S3Server::builder`] is then not used.
+    /// Keeps a store given by [`S3ServerBuilder::memory_store`].
+    pub fn in_memory(mut self) -> Self {
+        self.memory.get_or_insert_with(MemStore::new);
+        self
+    }
+
+    /// Serves `store` (in memory), e.g. one made with
+    /// [`MemStore::with_min_part_size`] or seeded beforehand; the test keeps
+    /// a clone to look inside.
+    pub fn memory_store(mut self, store: MemStore) -> Self {
+        self.memory = Some(store);
+        self
+    }
+
+    /// In memory, the minimum size of every multipart part but the last
+    /// (S3's 5 MiB by default); implies [`S3ServerBuilder::in_memory`].
+    pub fn min_part_size(self, bytes: u64) -> Self {
+        let builder = self.in_memory();
+        if let Some(store) = &builder.memory {
+            store.set_min_part_size(bytes);
+        }
+        builder
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub fn start(self) -> Result<S3Server> {
-        std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("cannot create {}", self.root.display()))?;
-        let root = self
-            .root
-            .canonicalize()
-            .with_context(|| format!("cannot resolve {}", self.root.display()))?;
-        let fs = s3s_fs::FileSystem::new(&root)
-            .map_err(|e| anyhow::anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let (backend, mut builder) = match self.memory {
+            Some(store) => (Backend::Memory(store.clone()), S3ServiceBuilder::new(store)),
+            None => {
+                std::fs::create_dir_all(&self.root)
+                    .with_context(|| format!("cannot create {}", self.root.display()))?;
+                let root = self
+                    .root
+                    .canonicalize()
+                    .with_context(|| format!("cannot resolve {}", self.root.display()))?;
+                let fs = s3s_fs::FileSystem::new(&root)
+                    .map_err(|e| anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
+                (Backend::Fs(root), S3ServiceBuilder::new(fs))
+            }
+        };
         builder.set_auth(SimpleAuth::from_single(
             self.access_key.clone(),
             self.secret_key.clone(),
@@ -202,7 +268,7 @@ impl S3ServerBuilder {
         Ok(S3Server {
             endpoint: format!("http://{addr}"),
             addr,
-            root,
+            backend,
             access_key: self.access_key,
             secret_key: self.secret_key,
             shared,
@@ -219,11 +285,19 @@ struct Shared {
     log: Mutex<Vec<RequestRecord>>,
 }
 
-/// A running server. Dropping it stops the server (the folder stays).
+/// Where a server keeps its buckets.
+enum Backend {
+    /// s3s-fs over this folder (canonical path).
+    Fs(PathBuf),
+    Memory(MemStore),
+}
+
+/// A running server. Dropping it stops the server (the folder stays; an
+/// in-memory store lives on in clones of its [`MemStore`], if any).
 pub struct S3Server {
     endpoint: String,
     addr: SocketAddr,
-    root: PathBuf,
+    backend: Backend,
     access_key: String,
     secret_key: String,
     shared: Arc<Shared>,
@@ -248,7 +322,33 @@ impl S3Server {
             access_key: "test-access-key".into(),
             secret_key: "test-secret-key".into(),
             fault: None,
+            memory: None,
         }
+    }
+
+    /// A server in memory ([`MemStore`]) that accepts only
+    /// `access_key`/`secret_key`.
+    pub fn start_in_memory(access_key: &str, secret_key: &str) -> Result<Self> {
+        Self::in_memory_builder()
+            .credentials(access_key, secret_key)
+            .start()
+    }
+
+    /// [`S3Server::builder`] for a server in memory (no folder).
+    pub fn in_memory_builder() -> S3ServerBuilder {
+        Self::builder("").in_memory()
+    }
+
+    /// The in-memory store, `None` for s3s-fs.
+    pub fn memory_store(&self) -> Option<&MemStore> {
+        match &self.backend {
+            Backend::Memory(store) => Some(store),
+            Backend::Fs(_) => None,
+        }
+    }
+
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.backend, Backend::Memory(_))
     }
 
     /// `http://127.0.0.1:PORT` (path-style requests).
@@ -260,9 +360,15 @@ impl S3Server {
         self.addr
     }
 
-    /// The folder the server stores buckets in (canonical path).
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The folder s3s-fs stores buckets in (canonical path); an error for
+    /// a server in memory.
+    pub fn root(&self) -> Result<&Path> {
+        match &self.backend {
+            Backend::Fs(root) => Ok(root),
+            Backend::Memory(_) => {
+                bail!("this S3 server keeps its buckets in memory: it has no folder")
+            }
+        }
     }
 
     pub fn access_key(&self) -> &str {
@@ -273,33 +379,96 @@ impl S3Server {
         &self.secret_key
     }
 
-    /// Creates a bucket (a directory; no error if it exists).
+    /// Creates a bucket (no error if it exists; for s3s-fs, a directory).
     pub fn create_bucket(&self, bucket: &str) -> Result<()> {
         check_bucket_name(bucket)?;
-        let dir = self.root.join(bucket);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create bucket directory {}", dir.display()))
-    }
-
-    /// Stores an object as s3s-fs would after a PutObject: the file itself.
-    /// No metadata file is written; s3s-fs then serves the MD5 as ETag.
-    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
-        let bucket_dir = self.bucket_dir(bucket)?;
-        let path = bucket_dir.join(key_to_relative_path(key)?);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.create_bucket(bucket);
+                Ok(())
+            }
+            Backend::Fs(root) => {
+                let dir = root.join(bucket);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create bucket directory {}", dir.display()))
+            }
         }
-        std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The file holding object `key` (whether or not it exists).
+    /// Stores an object as a PutObject without Content-Type or metadata
+    /// would. s3s-fs: writes the file itself and no metadata file, so
+    /// s3s-fs serves its MD5 as ETag; only keys that are plain relative
+    /// paths. In memory: any legal key (1 to 1,024 bytes).
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.put_object(bucket, key, data.to_vec(), None, &[])?;
+                Ok(())
+            }
+            Backend::Fs(root) => fs_write_object(root, bucket, key, data).map(drop),
+        }
+    }
+
+    /// Stores an object as a PutObject with this Content-Type and these
+    /// `x-amz-meta-*` headers would (metadata names are lowercased, as
+    /// header names are). For s3s-fs also writes its metadata file, and
+    /// drops any stored ETag so the MD5 is served.
+    pub fn put_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        content_type: Option<&str>,
+        metadata: &[(&str, &str)],
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.put_object(bucket, key, data.to_vec(), content_type, metadata)?;
+                Ok(())
+            }
+            Backend::Fs(root) => {
+                fs_write_object(root, bucket, key, data)?;
+                let attrs_path = fs_sidecar(root, bucket, key, "metadata.json");
+                if content_type.is_none() && metadata.is_empty() {
+                    remove_if_exists(&attrs_path)?;
+                } else {
+                    let mut attrs = serde_json::Map::new();
+                    if !metadata.is_empty() {
+                        let meta: serde_json::Map<String, serde_json::Value> = metadata
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).into()))
+                            .collect();
+                        attrs.insert("user_metadata".into(), meta.into());
+                    }
+                    if let Some(ct) = content_type {
+                        attrs.insert("content_type".into(), ct.into());
+                    }
+                    let json = serde_json::to_vec(&attrs)?;
+                    std::fs::write(&attrs_path, json)
+                        .with_context(|| format!("cannot write {}", attrs_path.display()))?;
+                }
+                remove_if_exists(&fs_sidecar(root, bucket, key, "internal.json"))
+            }
+        }
+    }
+
+    /// The file holding object `key` (whether or not it exists); an error
+    /// for a server in memory, or a key s3s-fs cannot store.
     pub fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
-        Ok(self.root.join(bucket).join(key_to_relative_path(key)?))
+        match &self.backend {
+            Backend::Fs(root) => Ok(root.join(bucket).join(key_to_relative_path(key)?)),
+            Backend::Memory(_) => bail!(
+                "this S3 server keeps its buckets in memory: object {key:?} has no file; \
+                 use read_object or object_info"
+            ),
+        }
     }
 
     /// The bytes of object `key`.
     pub fn read_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        if let Backend::Memory(store) = &self.backend {
+            return Ok(store.object_data(bucket, key)?.to_vec());
+        }
         let path = self.object_path(bucket, key)?;
         std::fs::read(&path).with_context(|| {
             format!(
@@ -309,8 +478,99 @@ impl S3Server {
         })
     }
 
+    /// Size, ETag (quoted, as in the `ETag` header), Content-Type, user
+    /// metadata and modification time of object `key`, as GetObject would
+    /// serve them (for s3s-fs, from the file and s3s-fs's metadata files).
+    pub fn object_info(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let root = match &self.backend {
+            Backend::Memory(store) => return store.object_info(bucket, key),
+            Backend::Fs(root) => root,
+        };
+        let path = self.object_path(bucket, key)?;
+        let data = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read object {key:?} in bucket {bucket} ({})",
+                path.display()
+            )
+        })?;
+        let last_modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let read_json = |name: &str| -> Result<serde_json::Map<String, serde_json::Value>> {
+            let p = fs_sidecar(root, bucket, key, name);
+            match std::fs::read(&p) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .with_context(|| format!("cannot parse {}", p.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+                Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+            }
+        };
+        let internal = read_json("internal.json")?;
+        let attrs = read_json("metadata.json")?;
+        let etag = match internal.get("e_tag").and_then(|v| v.as_str()) {
+            Some(etag) => etag.to_string(),
+            None => {
+                use s3s::crypto::Checksum as _;
+                s3s::crypto::Md5::checksum(&data)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            }
+        };
+        let metadata: BTreeMap<String, String> = attrs
+            .get("user_metadata")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ObjectInfo {
+            size: data.len() as u64,
+            etag: format!("\"{etag}\""),
+            content_type: attrs
+                .get("content_type")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            metadata,
+            last_modified,
+        })
+    }
+
+    /// Deletes object `key` as DeleteObject would; `false` if there was
+    /// none. For s3s-fs also deletes its metadata files.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
+        let root = match &self.backend {
+            Backend::Memory(store) => return store.delete_object(bucket, key),
+            Backend::Fs(root) => root,
+        };
+        self.bucket_dir(bucket)?;
+        let path = self.object_path(bucket, key)?;
+        let existed = path.is_file();
+        remove_if_exists(&path)?;
+        remove_if_exists(&fs_sidecar(root, bucket, key, "metadata.json"))?;
+        remove_if_exists(&fs_sidecar(root, bucket, key, "internal.json"))?;
+        Ok(existed)
+    }
+
+    /// The keys of `bucket`, exactly as stored, in S3's (UTF-8 byte) order.
+    pub fn object_keys(&self, bucket: &str) -> Result<Vec<String>> {
+        if let Backend::Memory(store) = &self.backend {
+            return store.keys(bucket);
+        }
+        Ok(self
+            .list_objects(bucket)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// Every object of `bucket` as `(key, size)`, sorted by key like S3.
     pub fn list_objects(&self, bucket: &str) -> Result<Vec<(String, u64)>> {
+        if let Backend::Memory(store) = &self.backend {
+            return store.objects(bucket);
+        }
         let dir = self.bucket_dir(bucket)?;
         let mut out = Vec::new();
         let mut stack = vec![dir.clone()];
@@ -339,11 +599,16 @@ impl S3Server {
     }
 
     /// Multipart uploads into `bucket` that were created but neither
-    /// completed nor aborted (see the module docs for how they are stored).
+    /// completed nor aborted (what ListMultipartUploads lists; for s3s-fs,
+    /// see the module docs for how they are stored).
     pub fn open_multipart_uploads(&self, bucket: &str) -> Result<usize> {
+        let root = match &self.backend {
+            Backend::Memory(store) => return Ok(store.open_uploads(bucket)?.len()),
+            Backend::Fs(root) => root,
+        };
         let prefix = format!(".bucket-{}.object-", b64url(bucket));
         let mut count = 0;
-        for entry in std::fs::read_dir(&self.root)? {
+        for entry in std::fs::read_dir(root)? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
             let Some(rest) = name.strip_prefix(&prefix) else {
@@ -355,18 +620,22 @@ impl S3Server {
             let Some((_, upload_id)) = rest.rsplit_once(".upload-") else {
                 continue;
             };
-            if self.root.join(format!(".upload-{upload_id}.json")).exists() {
+            if root.join(format!(".upload-{upload_id}.json")).exists() {
                 count += 1;
             }
         }
         Ok(count)
     }
 
-    /// Part files of uploads never completed nor aborted, all buckets
-    /// together (part files do not record their bucket).
+    /// Parts of uploads never completed nor aborted, all buckets together
+    /// (s3s-fs's part files do not record their bucket).
     pub fn leftover_part_files(&self) -> Result<usize> {
+        let root = match &self.backend {
+            Backend::Memory(store) => return Ok(store.open_part_count()),
+            Backend::Fs(root) => root,
+        };
         let mut count = 0;
-        for entry in std::fs::read_dir(&self.root)? {
+        for entry in std::fs::read_dir(root)? {
             let name = entry?.file_name();
             if name.to_str().is_some_and(|n| n.starts_with(".upload_id-")) {
                 count += 1;
@@ -401,13 +670,48 @@ impl S3Server {
         }
     }
 
+    /// s3s-fs only: the directory of `bucket`, which must exist.
     fn bucket_dir(&self, bucket: &str) -> Result<PathBuf> {
         check_bucket_name(bucket)?;
-        let dir = self.root.join(bucket);
+        let dir = self.root()?.join(bucket);
         if !dir.is_dir() {
             bail!("no such bucket: {bucket}");
         }
         Ok(dir)
+    }
+}
+
+/// Writes object `key` as s3s-fs keeps it: the file `<root>/<bucket>/<key>`.
+fn fs_write_object(root: &Path, bucket: &str, key: &str, data: &[u8]) -> Result<PathBuf> {
+    check_bucket_name(bucket)?;
+    let bucket_dir = root.join(bucket);
+    if !bucket_dir.is_dir() {
+        bail!("no such bucket: {bucket}");
+    }
+    let path = bucket_dir.join(key_to_relative_path(key)?);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// s3s-fs's file `<root>/.bucket-<b64>.object-<b64>.<suffix>` for an object
+/// (`metadata.json`: Content-Type and user metadata; `internal.json`: ETag).
+fn fs_sidecar(root: &Path, bucket: &str, key: &str, suffix: &str) -> PathBuf {
+    root.join(format!(
+        ".bucket-{}.object-{}.{suffix}",
+        b64url(bucket),
+        b64url(key)
+    ))
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
     }
 }
 
