@@ -354,8 +354,10 @@ impl Pipeline<'_, '_, '_> {
             }
             if !moved {
                 let mut pollables = Vec::new();
-                for (i, d) in self.downloads.iter().enumerate() {
-                    d.pollables(i == 0 || d.buffered() < self.per_download, &mut pollables);
+                // A download with a full buffer waits for the archive to drain it: waking
+                // on its socket then would only spin.
+                for d in &self.downloads {
+                    d.pollables(d.buffered() < self.per_download, &mut pollables);
                 }
                 for part in &self.parts {
                     part.pollables(&mut pollables);
