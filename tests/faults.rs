@@ -84,7 +84,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
     while out.len() < len {
         x = mix(x);
         // Half text-like (deflated), half noise (stored).
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             out.extend_from_slice(b"spaces backup ");
         } else {
             out.extend_from_slice(&x.to_le_bytes());
