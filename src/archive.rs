@@ -540,7 +540,11 @@ impl Archive {
     }
 
     /// A folder marker (`a/b/`, zero bytes) becomes a directory entry.
-    pub fn add_directory(&mut self, obj: &ListedObject) -> Result<String, ArchiveError> {
+    pub fn add_directory(
+        &mut self,
+        obj: &ListedObject,
+        meta: &ObjectMeta,
+    ) -> Result<String, ArchiveError> {
         if self.open.is_some() {
             return Err(ArchiveError("an entry is already open".into()));
         }
@@ -570,8 +574,8 @@ impl Archive {
             size: 0,
             etag: &obj.etag,
             last_modified: &obj.last_modified,
-            content_type: None,
-            metadata: None,
+            content_type: meta.content_type.as_deref(),
+            metadata: Some(Pairs(&meta.metadata)),
             crc32: Some("00000000".into()),
             skipped: None,
         })?;
@@ -713,7 +717,11 @@ mod tests {
         assert_eq!(add(&mut a, "t.txt", &text, Method::Deflate), "t.txt");
         assert_eq!(add(&mut a, "n.bin", &noise, Method::Store), "n.bin");
         assert_eq!(add(&mut a, "empty", b"", Method::Deflate), "empty");
-        assert_eq!(a.add_directory(&obj("dir/", 0)).unwrap(), "dir/");
+        assert_eq!(
+            a.add_directory(&obj("dir/", 0), &ObjectMeta::default())
+                .unwrap(),
+            "dir/"
+        );
         a.note_skipped(&obj("gone", 5), "deleted").unwrap();
         let bytes = finish(a, &buf);
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
@@ -770,7 +778,11 @@ mod tests {
         let mut a = Archive::new(buf.clone(), 6);
         assert_eq!(add(&mut a, "a//b.txt", b"one", Method::Deflate), "a/b.txt");
         assert_eq!(add(&mut a, "a/b.txt", b"two", Method::Store), "a/b~2.txt");
-        assert_eq!(a.add_directory(&obj("dir/", 0)).unwrap(), "dir/");
+        assert_eq!(
+            a.add_directory(&obj("dir/", 0), &ObjectMeta::default())
+                .unwrap(),
+            "dir/"
+        );
         // A file and a folder of the same name cannot both be extracted.
         assert_eq!(add(&mut a, "dir", b"x", Method::Store), "dir~2");
         assert_eq!(

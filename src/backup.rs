@@ -478,15 +478,6 @@ impl Pipeline<'_, '_, '_> {
                 break;
             };
             let obj = &head.obj;
-            if Download::is_directory(obj) {
-                archive
-                    .add_directory(obj)
-                    .map_err(|e| archive_err(&obj.key, e))?;
-                self.progress.files += 1;
-                self.downloads.pop_front();
-                moved = true;
-                continue;
-            }
             if head.missing {
                 log::warn(
                     "skipped",
@@ -496,6 +487,19 @@ impl Pipeline<'_, '_, '_> {
                     .note_skipped(obj, "deleted after it was listed")
                     .map_err(|e| archive_err(&obj.key, e))?;
                 self.progress.skipped.push(obj.key.clone());
+                self.downloads.pop_front();
+                moved = true;
+                continue;
+            }
+            if Download::is_directory(obj) {
+                // Its GET brings the marker's Content-Type and metadata for the manifest.
+                if !head.finished() {
+                    break;
+                }
+                archive
+                    .add_directory(obj, &head.meta)
+                    .map_err(|e| archive_err(&obj.key, e))?;
+                self.progress.files += 1;
                 self.downloads.pop_front();
                 moved = true;
                 continue;

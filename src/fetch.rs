@@ -106,7 +106,7 @@ fn op(obj: &ListedObject, offset: u64) -> Op<'_> {
 }
 
 impl Download {
-    /// A folder marker needs no request: it becomes a directory entry.
+    /// A folder marker (zero bytes, key ending in `/`) becomes a directory entry.
     pub fn is_directory(obj: &ListedObject) -> bool {
         obj.key.ends_with('/') && obj.size == 0
     }
@@ -126,12 +126,10 @@ impl Download {
             handed_on: false,
             changed: false,
         };
-        if !Self::is_directory(&d.obj) {
-            d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
-                Ok(f) => State::Requesting(f),
-                Err(e) => d.retry_or_fail(s3, e)?,
-            };
-        }
+        d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
+            Ok(f) => State::Requesting(f),
+            Err(e) => d.retry_or_fail(s3, e)?,
+        };
         Ok(d)
     }
 

@@ -591,3 +591,73 @@ async fn object_changed_mid_read_fails_and_aborts() {
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
     assert!(s3.list_objects("dest").unwrap().is_empty());
 }
+
+/// Flips one byte of the named objects' GETs: the first GET only, or every one.
+fn corrupting(key: &'static str, at: u64, every: bool) -> common::TestS3 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let seen = AtomicU32::new(0);
+    start_s3_with(move |b| {
+        b.fault(move |req| {
+            if req.operation() == "GetObject" && req.path.ends_with(&format!("/{key}")) {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                if every || n == 0 {
+                    return Fault::Corrupt(at);
+                }
+            }
+            Fault::Pass
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_small_object_is_read_again() {
+    let s3 = corrupting("small.txt", 10, false);
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let data = content(4, 20_000, true);
+    s3.put_object("source", "small.txt", &data).unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retries"], 1, "{body}");
+    let entries = read_zip_with_python(&common::archive_path(&s3, "dest", &body));
+    assert_eq!(entries[0].sha256, sha256_hex(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_corrupted_every_time_fails_the_backup() {
+    let s3 = corrupting("small.txt", 10, true);
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "small.txt", &content(4, 20_000, true))
+        .unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("'small.txt'") && message.contains("MD5"),
+        "{message}"
+    );
+    assert!(message.contains("aborted"), "{message}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_found_after_bytes_were_archived_fails() {
+    // 6 MB streams through the archive before its end arrives: it cannot be read again.
+    let s3 = corrupting("big.bin", 5_900_000, false);
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "big.bin", &content(5, 6_000_000, false))
+        .unwrap();
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "CONCURRENCY", "1");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("'big.bin'") && message.contains("MD5"),
+        "{message}"
+    );
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+}

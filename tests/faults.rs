@@ -183,3 +183,39 @@ async fn backup_under_faults(seed: u64) {
 async fn a_seeded_mix_of_faults_still_gives_the_exact_archive() {
     backup_under_faults(7).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_past_the_retry_budget_aborts_and_leaves_no_upload() {
+    // The in-memory server keeps uploads as S3 does: ListMultipartUploads must be empty.
+    let s3 = common::start_s3_with(|b| {
+        b.in_memory().fault(|req| match req.operation() {
+            "UploadPart" => Fault::Status {
+                status: 503,
+                code: "SlowDown".into(),
+            },
+            _ => Fault::Pass,
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.bin", &content(1, 6_000_000))
+        .unwrap();
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "MAX_RETRIES", "2");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("SlowDown"), "{message}");
+    assert!(
+        message.contains("the multipart upload was aborted"),
+        "{message}"
+    );
+    let creates = s3
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "CreateMultipartUpload")
+        .count();
+    assert_eq!(creates, 1);
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(s3.object_keys("dest").unwrap().is_empty());
+}

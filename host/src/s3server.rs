@@ -143,6 +143,9 @@ pub enum Fault {
     CutOff(u64),
     /// Close the connection without answering.
     Disconnect,
+    /// Serve it, with the response body's byte at this offset flipped (data corrupted
+    /// in transit, or a server bug); a body shorter than that is left alone.
+    Corrupt(u64),
 }
 
 /// The hook type: called once per request, from the server's threads.
@@ -868,6 +871,15 @@ impl Shared {
                 self.call_s3(req, None).await
             }
             Fault::CutOff(n) => self.call_s3(req, Some(n)).await,
+            Fault::Corrupt(at) => self.call_s3(req, None).await.map(|r| {
+                r.map(|body| {
+                    CorruptBody {
+                        inner: body,
+                        at: Some(at),
+                    }
+                    .boxed_unsync()
+                })
+            }),
             Fault::Status { status, code } => {
                 // Like a real server, take the whole request before answering, so the
                 // client sees the error status rather than a reset mid-upload.
@@ -923,6 +935,46 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// Passes `inner` with the byte at offset `at` inverted.
+struct CorruptBody {
+    inner: ResponseBody,
+    /// Offset of the byte to flip, counted from the start of what is still to come.
+    at: Option<u64>,
+}
+
+impl http_body::Body for CorruptBody {
+    type Data = Bytes;
+    type Error = StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled;
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        let len = data.len() as u64;
+        match self.at {
+            Some(at) if at < len => {
+                let mut bytes = data.to_vec();
+                bytes[at as usize] ^= 0xFF;
+                self.at = None;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes)))))
+            }
+            Some(at) => {
+                self.at = Some(at - len);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => Poll::Ready(Some(Ok(Frame::data(data)))),
+        }
+    }
 }
 
 /// Passes the first `remaining` bytes of `inner`, then fails, which makes
