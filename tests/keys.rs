@@ -207,3 +207,38 @@ async fn same_bucket_backup_leaves_its_own_archives_out() {
         .any(|n| n == first["archiveName"].as_str().unwrap()));
     assert_eq!(names.len(), 4, "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_deleted_after_listing_is_skipped_and_reported() {
+    use spaces_backup_host::s3server::MemStore;
+    let store = MemStore::new();
+    let hook_store = store.clone();
+    let s3 = common::start_s3_with(move |b| {
+        b.memory_store(store).fault(move |req| {
+            // Deleted after the listing, just before its GET is served.
+            if req.operation() == "GetObject" && req.path.ends_with("/gone.txt") {
+                let _ = hook_store.delete_object("source", "gone.txt");
+            }
+            common::Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "gone.txt", b"soon deleted")
+        .unwrap();
+    s3.put_object("source", "kept.txt", b"kept").unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["skipped"], serde_json::json!(["gone.txt"]));
+    assert_eq!(body["filesBackedUp"], 1);
+    let path = archive_file(&s3, "dest", &body);
+    let names: Vec<String> = read_zip_with_python(&path)
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["kept.txt", common::MANIFEST]);
+    let manifest = common::read_manifest_with_python(&path);
+    assert_eq!(manifest[0]["key"], "gone.txt");
+    assert_eq!(manifest[0]["skipped"], "deleted after it was listed");
+    assert!(manifest[0].get("entry").is_none());
+}
