@@ -47,7 +47,7 @@ fn describe(code: &ErrorCode) -> String {
             "the TLS handshake failed (certificate or protocol)".into()
         }
         ErrorCode::HttpRequestDenied => {
-            "the host refused to send this request (not an allowed endpoint)".into()
+            format!("{DENIED} (not an allowed endpoint, or the host is stopping)")
         }
         ErrorCode::HttpResponseTimeout => "no response within the timeout".into(),
         other => format!("HTTP error: {other:?}"),
@@ -76,6 +76,9 @@ fn method(m: &str) -> Method {
         other => Method::Other(other.to_string()),
     }
 }
+
+/// How a request the host refused to send is described: not worth retrying.
+pub const DENIED: &str = "the host refused to send this request";
 
 /// A request handed to the host: its body is written as the connection takes it, and
 /// its answer is awaited, both without blocking, so several can be in flight at once.

@@ -32,7 +32,8 @@ pub enum S3Error {
 impl S3Error {
     pub fn is_transient(&self) -> bool {
         match self {
-            S3Error::Transport(_) => true,
+            // A refusal by the host (allow-list, or stopping) will not change on retry.
+            S3Error::Transport(m) => !m.starts_with(crate::http::DENIED),
             S3Error::Status { status, code, .. } => is_transient(*status, code),
             S3Error::Protocol(_) => false,
         }

@@ -159,7 +159,24 @@ async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
         // `serve`'s token is the host's, not the component's.
         vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
         let runner = component.runner()?;
-        runner.handle(&vars, "POST", "/backup", "").await
+        let backup = runner.handle(&vars, "POST", "/backup", "");
+        tokio::pin!(backup);
+        tokio::select! {
+            result = &mut backup => result,
+            signal = stop_signal() => {
+                // Refuse the component's further requests but its abort: it fails at
+                // its next request and aborts its multipart upload, then answers.
+                eprintln!("spaces-backup: {signal} received: stopping, the upload will be aborted");
+                runner.stop_outgoing();
+                match tokio::time::timeout(STOP_GRACE, &mut backup).await {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "stopped by {signal} before the backup could abort its multipart upload; \
+                         remove it with AbortMultipartUpload or a lifecycle rule"
+                    )),
+                }
+            }
+        }
     }
     .await;
     let (code, line) = match result {
@@ -182,6 +199,28 @@ async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
     };
     println!("{line}");
     code
+}
+
+/// How long a stopping backup may take to abort its upload and answer.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }
 
 async fn serve(

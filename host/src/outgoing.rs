@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,6 +54,9 @@ pub(crate) struct OutgoingPool {
 struct Inner {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
     tls: tokio_rustls::TlsConnector,
+    /// Set when the host is asked to stop: only DELETEs (AbortMultipartUpload) go out,
+    /// so the component fails fast and cleans up after itself.
+    stopping: AtomicBool,
 }
 
 struct Idle {
@@ -73,8 +77,14 @@ impl OutgoingPool {
             inner: Arc::new(Inner {
                 idle: Mutex::new(HashMap::new()),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+                stopping: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// From now on, refuse every request but DELETE (see [`Inner::stopping`]).
+    pub(crate) fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
     }
 
     /// The hooks for one instance's `WasiHttpCtxView`, whose requests may
@@ -94,6 +104,9 @@ impl OutgoingPool {
         mut req: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, Error> {
+        if self.inner.stopping.load(Ordering::SeqCst) && req.method() != http::Method::DELETE {
+            return Err(Error::HttpRequestDenied);
+        }
         let uri = req.uri();
         let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
         let use_tls = uri.scheme() == Some(&Scheme::HTTPS);

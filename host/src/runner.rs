@@ -188,6 +188,13 @@ impl Runner {
             .map_err(anyhow::Error::from)
     }
 
+    /// Asks running instances to stop: from now on their outgoing requests are refused,
+    /// except DELETEs, so a backup fails at its next request and aborts its multipart
+    /// upload (SIGINT/SIGTERM). Shared by every clone of this runner.
+    pub fn stop_outgoing(&self) {
+        self.outgoing.stop();
+    }
+
     /// The same component with each instance's linear memory capped at
     /// `bytes` (`None`: no cap, the default). Going over traps the instance.
     pub fn with_memory_limit(&self, bytes: Option<u64>) -> Self {
