@@ -72,7 +72,10 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         .as_millis()
         + 600_000;
     let mut env: Vec<(&str, String)> = vec![
-        ("SPACES_BACKUP_BIN", env!("CARGO_BIN_EXE_spaces-backup").into()),
+        (
+            "SPACES_BACKUP_BIN",
+            env!("CARGO_BIN_EXE_spaces-backup").into(),
+        ),
         ("SPACES_BACKUP_COMPONENT", cwasm.to_str().unwrap().into()),
         ("__OW_DEADLINE", deadline.to_string()),
         ("SOURCE_BUCKET", "source".into()),
