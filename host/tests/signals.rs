@@ -71,7 +71,10 @@ fn sigterm_during_a_run_aborts_the_upload() {
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     let envelope: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let message = envelope["body"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("the multipart upload was aborted"), "{stdout}");
+    assert!(
+        message.contains("the multipart upload was aborted"),
+        "{stdout}"
+    );
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
     assert!(s3.object_keys("dest").unwrap().is_empty());
     let aborts = s3
