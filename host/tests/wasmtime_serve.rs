@@ -36,7 +36,10 @@ fn a_backup_through_wasmtime_serve() {
             panic!("wasmtime is needed by this test: cargo install wasmtime-cli@48.0.8 --locked (see .ci/run): {e}")
         });
     let version = String::from_utf8_lossy(&version.stdout);
-    assert!(version.contains("48.0.8"), "wasmtime 48.0.8 expected, found {version}");
+    assert!(
+        version.contains("48.0.8"),
+        "wasmtime 48.0.8 expected, found {version}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::builder(dir.path().join("s3")).start().unwrap();
