@@ -110,6 +110,7 @@ const BLOCK: usize = 256 * 1024;
 struct Blocks {
     blocks: Vec<Vec<u8>>,
     len: u64,
+    allocated: usize,
 }
 
 impl Blocks {
@@ -121,13 +122,14 @@ impl Blocks {
             .is_none_or(|b| b.capacity() - b.len() < n);
         if full {
             self.blocks.push(Vec::with_capacity(BLOCK.max(n)));
+            self.allocated += BLOCK.max(n);
         }
         self.len += n as u64;
         self.blocks.last_mut().expect("a block was just ensured")
     }
 
     fn bytes(&self) -> usize {
-        self.blocks.iter().map(Vec::capacity).sum()
+        self.allocated
     }
 }
 

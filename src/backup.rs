@@ -251,9 +251,6 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
     Ok(Summary { body })
 }
 
-/// Bytes that GETs may buffer ahead of the archive, all downloads together.
-const PREFETCH_BYTES: usize = 16 * 1024 * 1024;
-
 /// The event loop: GETs in flight ahead of the archive, the archive fed in listing order,
 /// parts uploaded while the next ones fill. Nothing here blocks except on `wasi:io/poll`
 /// when no request can move (and on listing pages, a few per thousand objects).
@@ -299,10 +296,9 @@ fn archive_all(
         buffer,
         upload,
         parts: Vec::new(),
-        upload_budget: config
-            .part_size
-            .saturating_mul(config.concurrency.div_ceil(2) as u64),
-        per_download: (PREFETCH_BYTES / config.concurrency).max(SAMPLE_SIZE * 2),
+        upload_budget: config.upload_budget(),
+        per_download: (crate::config::PREFETCH_BYTES as usize / config.concurrency)
+            .max(SAMPLE_SIZE * 2),
         progress,
     };
     let result = p.run();
@@ -455,6 +451,28 @@ impl Pipeline<'_, '_, '_> {
         )
     }
 
+    /// Fails cleanly, before the host's cap would stop the component mid-write, when
+    /// parts of `next_part` bytes and the archive's end held so far no longer fit in
+    /// MAX_MEMORY.
+    fn check_memory(&self, next_part: u64) -> Result<(), BackupError> {
+        let held = self.archive.as_ref().map_or(0, |a| a.held_bytes() as u64);
+        let need = self.config.memory_needed(next_part, held);
+        if need <= self.config.max_memory {
+            return Ok(());
+        }
+        Err(internal(
+            "MemoryLimit",
+            format!(
+                "the archive outgrew MAX_MEMORY ({} bytes): after {} bytes and {} entries, \
+                 parts of {next_part} bytes and {held} bytes of central directory and manifest \
+                 need about {need}; raise MAX_MEMORY",
+                self.config.max_memory,
+                self.buffer.total(),
+                self.archive.as_ref().map_or(0, Archive::entries),
+            ),
+        ))
+    }
+
     /// True while a full part waits for an upload slot: the archive must not grow.
     fn backpressure(&self) -> bool {
         self.buffer.part_ready() && !self.upload_slot_free()
@@ -566,6 +584,10 @@ impl Pipeline<'_, '_, '_> {
                 }
                 self.progress.files += 1;
                 self.progress.bytes_read += head.received();
+                if self.progress.files % 4096 == 0 {
+                    // The archive's end grows with every entry, even when parts do not.
+                    self.check_memory(self.next_part_size())?;
+                }
                 self.downloads.pop_front();
                 self.entry_started = false;
                 moved = true;
@@ -592,7 +614,9 @@ impl Pipeline<'_, '_, '_> {
                 .upload
                 .start_part(data)
                 .map_err(|e| self.dest_err("uploading a part", &e))?;
-            self.buffer.set_part_size(self.next_part_size());
+            let next = self.next_part_size();
+            self.check_memory(next)?;
+            self.buffer.set_part_size(next);
             log::debug(
                 "part_started",
                 json!({"part": part.number, "bytes": part.len()}),

@@ -12,6 +12,11 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// The guest memory cap the host applies unless MAX_MEMORY says otherwise.
+pub const DEFAULT_MAX_MEMORY: u64 = 1024 * MIB;
+pub const MIN_MAX_MEMORY: u64 = 64 * MIB;
+/// Bytes the GETs may buffer ahead of the archive, all together.
+pub const PREFETCH_BYTES: u64 = 16 * MIB;
 pub const MAX_CONCURRENCY: usize = 64;
 pub const DEFAULT_REGION: &str = "nyc3";
 pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
@@ -75,6 +80,28 @@ pub struct Config {
     pub max_retries: u32,
     pub timeout_seconds: u64,
     pub log_level: LogLevel,
+    /// The memory the host lets the component use (MAX_MEMORY, which the host enforces).
+    pub max_memory: u64,
+}
+
+impl Config {
+    /// Parts that may be uploading at once, in bytes (at least one part always may).
+    pub fn upload_budget(&self) -> u64 {
+        self.part_size
+            .saturating_mul(self.concurrency.div_ceil(2) as u64)
+    }
+
+    /// Memory the pipeline needs with parts of `part_size` and `held` bytes kept for the
+    /// archive's end: parts in flight, the part filling (with room for one more write),
+    /// the prefetch buffers, and a margin for the rest (deflate state, allocator slack).
+    pub fn memory_needed(&self, part_size: u64, held: u64) -> u64 {
+        self.upload_budget()
+            .max(part_size)
+            .saturating_add(part_size + 512 * 1024)
+            .saturating_add(PREFETCH_BYTES)
+            .saturating_add(held)
+            .saturating_add(16 * MIB)
+    }
 }
 
 /// One bad variable: its name and what is wrong, in words a user can act on.
@@ -238,6 +265,11 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
             _ => Err(format!("'{v}' is not one of error, warn, info, debug")),
         }
     });
+    let max_memory = r.parse("MAX_MEMORY", DEFAULT_MAX_MEMORY, |v| match parse_size(v) {
+        Some(n) if n >= MIN_MAX_MEMORY => Ok(n),
+        Some(_) => Err(format!("'{v}' is below the 64 MiB a backup needs")),
+        None => Err(format!("'{v}' is not a size (bytes, or e.g. 512MiB, 2GiB)")),
+    });
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
     }
@@ -257,6 +289,21 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         max_retries,
         timeout_seconds,
         log_level,
+        max_memory,
+    })
+    .and_then(|c: Config| {
+        let need = c.memory_needed(c.part_size, 0);
+        if need > c.max_memory {
+            return Err(ConfigErrors(vec![ConfigError {
+                variable: "MAX_MEMORY".into(),
+                problem: format!(
+                    "{} bytes is too little for PART_SIZE {} with CONCURRENCY {}, which need about {need}; \
+                     raise MAX_MEMORY or lower PART_SIZE or CONCURRENCY",
+                    c.max_memory, c.part_size, c.concurrency
+                ),
+            }]));
+        }
+        Ok(c)
     })
 }
 
@@ -432,6 +479,32 @@ mod tests {
         assert!(!c.part_size_fixed);
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.compression, Compression::Auto);
+    }
+
+    #[test]
+    fn memory_needs_are_checked_against_max_memory() {
+        let c = from_env(&env(&minimal())).unwrap();
+        assert_eq!(c.max_memory, DEFAULT_MAX_MEMORY);
+        // 8 parts of 8 MiB in flight, one filling, prefetch and margin: about 105 MiB.
+        let need = c.memory_needed(c.part_size, 0);
+        assert!((96 * MIB..128 * MIB).contains(&need), "{need}");
+        // Parts bigger than the upload budget: one in flight and one filling.
+        assert!(c.memory_needed(1024 * MIB, 0) > 2048 * MIB);
+
+        let mut vars = minimal();
+        vars.push(("MAX_MEMORY", "64MiB"));
+        let err = from_env(&env(&vars)).unwrap_err();
+        assert_eq!(err.0[0].variable, "MAX_MEMORY");
+        assert!(err.0[0].problem.contains("CONCURRENCY"), "{err}");
+        vars.push(("CONCURRENCY", "1"));
+        vars.push(("PART_SIZE", "5MiB"));
+        assert!(from_env(&env(&vars)).is_ok());
+        for bad in ["lots", "1MiB"] {
+            let mut vars = minimal();
+            vars.push(("MAX_MEMORY", bad));
+            let err = from_env(&env(&vars)).unwrap_err();
+            assert_eq!(err.0[0].variable, "MAX_MEMORY", "{bad}");
+        }
     }
 
     #[test]

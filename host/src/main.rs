@@ -158,7 +158,9 @@ async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
         let mut vars = load_env(env_file)?;
         // `serve`'s token is the host's, not the component's.
         vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
-        let runner = component.runner()?;
+        let runner = component
+            .runner()?
+            .with_memory_limit(Some(env::max_memory(&vars)));
         let backup = runner.handle(&vars, "POST", "/backup", "");
         tokio::pin!(backup);
         tokio::select! {
@@ -231,7 +233,9 @@ async fn serve(
     let vars = load_env(env_file)?;
     // Before compiling the component: refuse at once.
     spaces_backup_host::check_listen_addr(addr, &vars)?;
-    let runner = component.runner()?;
+    let runner = component
+        .runner()?
+        .with_memory_limit(Some(env::max_memory(&vars)));
     spaces_backup_host::serve(addr, runner, vars).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,7 +57,7 @@ impl ResourceLimiter for MemoryMeter {
                 // An error (a trap) rather than `Ok(false)`: the guest would
                 // abort with a vaguer "memory allocation failed".
                 return Err(wasmtime::format_err!(
-                    "the component needs more than the memory limit of {limit} bytes (it asked for {next})"
+                    "the component needs more than the memory limit of {limit} bytes (it asked for {next}); raise MAX_MEMORY"
                 ));
             }
         }

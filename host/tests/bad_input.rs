@@ -177,6 +177,11 @@ fn bad_input_is_named_and_no_secret_is_printed() {
             vec!["CONCURRENCY", "many"],
         ),
         (
+            "memory cap too small",
+            vec![("MAX_MEMORY", "64MiB".into())],
+            vec!["MAX_MEMORY", "CONCURRENCY"],
+        ),
+        (
             "wrong key",
             vec![("SPACES_KEY", WRONG_KEY.into())],
             vec!["access denied", "'source'", "SPACES_KEY", "SPACES_SECRET"],

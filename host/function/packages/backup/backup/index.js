@@ -21,7 +21,7 @@ const PARAMETERS = new Set([
   'SOURCE_BUCKET', 'SOURCE_REGION', 'SOURCE_ENDPOINT',
   'DEST_BUCKET', 'DEST_REGION', 'DEST_ENDPOINT',
   'ARCHIVE_PREFIX', 'PART_SIZE', 'CONCURRENCY', 'COMPRESSION', 'COMPRESSION_LEVEL',
-  'MAX_RETRIES', 'TIMEOUT_SECONDS', 'LOG_LEVEL',
+  'MAX_RETRIES', 'TIMEOUT_SECONDS', 'LOG_LEVEL', 'MAX_MEMORY',
 ]);
 
 // Time kept back from the platform's deadline for the host to abort its upload cleanly.
@@ -42,6 +42,8 @@ async function main(args) {
       ignored.push(name);
     }
   }
+  // The function has 1 GB in all: leave room for Node.js and the host beside the component.
+  if (!env.MAX_MEMORY) env.MAX_MEMORY = '768MiB';
   if (ignored.length > 0) {
     console.error(JSON.stringify({ level: 'warn', event: 'parameters_ignored', names: ignored }));
   }
