@@ -584,7 +584,7 @@ impl Pipeline<'_, '_, '_> {
                 }
                 self.progress.files += 1;
                 self.progress.bytes_read += head.received();
-                if self.progress.files % 4096 == 0 {
+                if self.progress.files.is_multiple_of(4096) {
                     // The archive's end grows with every entry, even when parts do not.
                     self.check_memory(self.next_part_size())?;
                 }
