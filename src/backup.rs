@@ -127,6 +127,8 @@ struct Progress {
     /// Rewritten between the listing and their GET: archived as they were at the GET.
     changed: Vec<String>,
     excluded: u64,
+    /// Left out by EXCLUDE.
+    filtered: u64,
 }
 
 /// What a successful backup reports.
@@ -164,7 +166,7 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
 
     // The first page and the destination check come before the upload exists: a
     // missing or unreadable bucket fails with nothing to clean up.
-    let mut lister = Lister::new(&src);
+    let mut lister = Lister::new(&src, &config.include_prefixes);
     let first = lister
         .next_page()
         .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
@@ -178,6 +180,9 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
             &e,
         )
     })?;
+    if config.dry_run {
+        return dry_run(config, &key, &mut lister, first, clock);
+    }
     let mut upload = MultipartUpload::create(&dst, &key, "application/zip").map_err(|e| {
         s3_failure(
             Side::Destination,
@@ -230,6 +235,32 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
         return Err(err);
     }
 
+    // Retention runs only after a successful backup; its failure does not undo the
+    // backup, it is reported beside it.
+    let (deleted, retention_error) = match crate::retention::apply(
+        &dst,
+        &config.archive_prefix,
+        &config.source.bucket,
+        config.keep_last,
+        config.keep_days,
+        started,
+    ) {
+        Ok(keys) => (keys, None),
+        Err(e) => {
+            let err = s3_failure(
+                Side::Destination,
+                &config.dest,
+                "deleting older archives (KEEP_LAST/KEEP_DAYS)",
+                None,
+                &e,
+            );
+            log::warn("retention_failed", json!({"message": err.message}));
+            (Vec::new(), Some(err.message))
+        }
+    };
+    if !deleted.is_empty() {
+        log::info("retention", json!({"deleted": deleted}));
+    }
     let duration = clock.elapsed().as_secs_f64();
     let body = json!({
         "message": "Backup completed successfully",
@@ -245,9 +276,79 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
         "skipped": progress.skipped,
         "changed": progress.changed,
         "excludedArchives": progress.excluded,
+        "excludedByFilter": progress.filtered,
         "retries": retries.get(),
+        "deleted": deleted,
     });
+    let mut body = body;
+    if let Some(message) = retention_error {
+        body["retentionError"] = json!(message);
+    }
     log::info("backup_done", body.clone());
+    Ok(Summary { body })
+}
+
+/// How many keys a dry run names.
+const DRY_RUN_KEYS: usize = 100;
+
+/// DRY_RUN: the whole listing, filtered as a backup would filter it, counted; nothing is
+/// read or written beyond the listing and the destination check.
+fn dry_run(
+    config: &Config,
+    key: &str,
+    lister: &mut Lister<'_>,
+    first: Vec<ListedObject>,
+    clock: Instant,
+) -> Result<Summary, BackupError> {
+    let same_bucket = config.source.bucket == config.dest.bucket
+        && config.source.endpoint == config.dest.endpoint;
+    let (mut files, mut bytes, mut excluded, mut filtered) = (0u64, 0u64, 0u64, 0u64);
+    let mut keys = Vec::new();
+    let mut page = first;
+    loop {
+        for obj in page {
+            if same_bucket
+                && is_own_archive(&obj.key, &config.archive_prefix, &config.source.bucket)
+            {
+                excluded += 1;
+            } else if config.exclude.excludes(&obj.key) {
+                filtered += 1;
+            } else {
+                files += 1;
+                bytes += obj.size;
+                if keys.len() < DRY_RUN_KEYS {
+                    keys.push(obj.key);
+                }
+            }
+        }
+        page = match lister.next_page() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(s3_failure(
+                    Side::Source,
+                    &config.source,
+                    "listing objects",
+                    None,
+                    &e,
+                ))
+            }
+        };
+    }
+    let body = json!({
+        "message": "Dry run: nothing was written",
+        "dryRun": true,
+        "sourceBucket": config.source.bucket,
+        "destinationBucket": config.dest.bucket,
+        "archiveName": key,
+        "filesToBackUp": files,
+        "bytesToRead": bytes,
+        "firstKeys": keys,
+        "excludedArchives": excluded,
+        "excludedByFilter": filtered,
+        "durationSeconds": (clock.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    });
+    log::info("dry_run_done", body.clone());
     Ok(Summary { body })
 }
 
@@ -381,6 +482,10 @@ impl Pipeline<'_, '_, '_> {
                 )
             {
                 self.progress.excluded += 1;
+                continue;
+            }
+            if self.config.exclude.excludes(&obj.key) {
+                self.progress.filtered += 1;
                 continue;
             }
             let d = Download::start(self.src, obj)

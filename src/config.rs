@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::filter::{normalize_prefixes, split_list, Exclude, Pattern};
 use crate::sigv4::Credentials;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -82,6 +83,14 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The memory the host lets the component use (MAX_MEMORY, which the host enforces).
     pub max_memory: u64,
+    /// Prefixes to list, in key order, none inside another; `[""]` is the whole bucket.
+    pub include_prefixes: Vec<String>,
+    pub exclude: Exclude,
+    /// Report what would be archived, and write nothing.
+    pub dry_run: bool,
+    /// Retention: archives of this source to keep, by count and by age.
+    pub keep_last: Option<u32>,
+    pub keep_days: Option<u32>,
 }
 
 impl Config {
@@ -270,6 +279,32 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         Some(_) => Err(format!("'{v}' is below the 64 MiB a backup needs")),
         None => Err(format!("'{v}' is not a size (bytes, or e.g. 512MiB, 2GiB)")),
     });
+    let include_prefixes = normalize_prefixes(
+        &r.get("INCLUDE_PREFIXES")
+            .map(split_list)
+            .unwrap_or_default(),
+    );
+    let exclude = Exclude(
+        r.get("EXCLUDE")
+            .map(split_list)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| Pattern::new(p))
+            .collect(),
+    );
+    let dry_run = r.parse("DRY_RUN", false, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(format!("'{v}' is not true or false")),
+        }
+    });
+    let whole = |v: &str| match v.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(format!("'{v}' is not a whole number of at least 1")),
+    };
+    let keep_last = r.parse("KEEP_LAST", None, whole);
+    let keep_days = r.parse("KEEP_DAYS", None, whole);
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
     }
@@ -290,6 +325,11 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         timeout_seconds,
         log_level,
         max_memory,
+        include_prefixes,
+        exclude,
+        dry_run,
+        keep_last,
+        keep_days,
     })
     .and_then(|c: Config| {
         let need = c.memory_needed(c.part_size, 0);

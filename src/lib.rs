@@ -3,18 +3,20 @@
 //!
 //! The pipeline, one file per stage: [`list`] → [`fetch`] → [`archive`] → [`upload`],
 //! driven by [`backup`]. Pure logic ([`sigv4`], [`xml`], [`config`], [`naming`],
-//! [`parts`], [`retry`], [`zipformat`]) is apart from I/O ([`http`], the thin `wasi:http` layer).
+//! [`parts`], [`retry`], [`filter`], [`zipformat`]) is apart from I/O ([`http`], the thin `wasi:http` layer).
 
 pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod fetch;
+pub mod filter;
 pub mod handler;
 pub mod http;
 pub mod list;
 pub mod log;
 pub mod naming;
 pub mod parts;
+pub mod retention;
 pub mod retry;
 pub mod s3;
 pub mod sigv4;

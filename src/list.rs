@@ -10,11 +10,14 @@ use crate::xml::{self, ListedObject};
 /// The query of one ListObjectsV2 page. Keys come as XML text, not `encoding-type=url`:
 /// servers differ in how (and whether) they apply that encoding, while XML escaping is
 /// the same everywhere.
-pub fn list_query(token: Option<&str>) -> Vec<(String, String)> {
+pub fn list_query(prefix: &str, token: Option<&str>) -> Vec<(String, String)> {
     let mut q = vec![
         ("list-type".to_string(), "2".to_string()),
         ("max-keys".to_string(), "1000".to_string()),
     ];
+    if !prefix.is_empty() {
+        q.push(("prefix".to_string(), prefix.to_string()));
+    }
     if let Some(t) = token {
         q.push(("continuation-token".to_string(), t.to_string()));
     }
@@ -30,18 +33,28 @@ fn page_text(answer: Result<Response, TransportError>) -> Result<String, S3Error
 
 /// Yields the bucket's objects a page at a time; the whole listing is never held. The
 /// next page can be fetched ahead (`prefetch` + `poll`) while objects of this one are
-/// still being copied.
+/// still being copied. With several prefixes (sorted, none inside another), each is
+/// listed in turn, so keys still come in order.
 pub struct Lister<'a> {
     s3: &'a S3,
+    prefixes: Vec<String>,
     token: Option<String>,
     done: bool,
     ahead: Option<InFlight>,
 }
 
 impl<'a> Lister<'a> {
-    pub fn new(s3: &'a S3) -> Self {
+    /// Lists the keys under `prefixes`, in order (`[""]`: the whole bucket).
+    pub fn new(s3: &'a S3, prefixes: &[String]) -> Self {
+        let mut prefixes: Vec<String> = prefixes.to_vec();
+        if prefixes.is_empty() {
+            prefixes.push(String::new());
+        }
+        // Taken from the back as each one is done.
+        prefixes.reverse();
         Self {
             s3,
+            prefixes,
             token: None,
             done: false,
             ahead: None,
@@ -57,7 +70,10 @@ impl<'a> Lister<'a> {
             name: "ListObjectsV2",
             method: "GET",
             key: None,
-            query: list_query(self.token.as_deref()),
+            query: list_query(
+                self.prefixes.last().map_or("", String::as_str),
+                self.token.as_deref(),
+            ),
             headers: vec![],
         }
     }
@@ -119,7 +135,10 @@ impl<'a> Lister<'a> {
             ));
         }
         self.token = page.next_token;
-        self.done = self.token.is_none();
+        if self.token.is_none() {
+            self.prefixes.pop();
+            self.done = self.prefixes.is_empty();
+        }
         Ok(page.objects)
     }
 }

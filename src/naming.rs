@@ -18,6 +18,29 @@ pub fn archive_key(prefix: &str, source_bucket: &str, started: OffsetDateTime) -
     format!("{prefix}/backup-{source_bucket}-{stamp}.zip")
 }
 
+/// When the archive `key` was started, if it is exactly one of this tool's archive names
+/// for `source_bucket` under `prefix` (retention deletes nothing else).
+pub fn archive_time(key: &str, prefix: &str, source_bucket: &str) -> Option<OffsetDateTime> {
+    let stamp = key
+        .strip_prefix(prefix)?
+        .strip_prefix("/backup-")?
+        .strip_prefix(source_bucket)?
+        .strip_prefix('-')?
+        .strip_suffix(".zip")?;
+    // 2025-12-19T10-30-00-000Z back to 2025-12-19T10:30:00.000Z
+    let b = stamp.as_bytes();
+    if b.len() != 24 || b[10] != b'T' || b[23] != b'Z' {
+        return None;
+    }
+    let mut iso = stamp.to_string();
+    iso.replace_range(13..14, ":");
+    iso.replace_range(16..17, ":");
+    iso.replace_range(19..20, ".");
+    let t = crate::util::parse_rfc3339(&iso)?;
+    // Only a name this tool would have written for that time.
+    (archive_key(prefix, source_bucket, t) == key).then_some(t)
+}
+
 /// True for an archive this tool wrote earlier for `source_bucket` (left out when the
 /// source and destination are the same bucket, so backups do not nest).
 pub fn is_own_archive(key: &str, prefix: &str, source_bucket: &str) -> bool {
@@ -95,6 +118,23 @@ mod tests {
             archive_key("backups", "my-source-bucket", t),
             "backups/backup-my-source-bucket-2025-12-19T10-30-00-000Z.zip"
         );
+    }
+
+    #[test]
+    fn archive_times_round_trip() {
+        let t = crate::util::parse_rfc3339("2025-12-19T10:30:00.123Z").unwrap();
+        let key = archive_key("backups", "my-src", t);
+        assert_eq!(archive_time(&key, "backups", "my-src"), Some(t));
+        assert_eq!(archive_time(&key, "backups", "my"), None);
+        assert_eq!(archive_time(&key, "other", "my-src"), None);
+        for bad in [
+            "backups/backup-my-src-2025-12-19T10-30-00-123Z.zip.bak",
+            "backups/backup-my-src-latest.zip",
+            "backups/backup-my-src-2026-2025-12-19T10-30-00-123Z.zip",
+            "backups/backup-my-src-2025-13-19T10-30-00-123Z.zip",
+        ] {
+            assert_eq!(archive_time(bad, "backups", "my-src"), None, "{bad}");
+        }
     }
 
     #[test]
