@@ -22,6 +22,7 @@ const PARAMETERS = new Set([
   'DEST_BUCKET', 'DEST_REGION', 'DEST_ENDPOINT',
   'ARCHIVE_PREFIX', 'PART_SIZE', 'CONCURRENCY', 'COMPRESSION', 'COMPRESSION_LEVEL',
   'MAX_RETRIES', 'TIMEOUT_SECONDS', 'LOG_LEVEL', 'MAX_MEMORY',
+  'INCLUDE_PREFIXES', 'EXCLUDE', 'DRY_RUN', 'KEEP_LAST', 'KEEP_DAYS',
 ]);
 
 // Time kept back from the platform's deadline for the host to abort its upload cleanly.
