@@ -36,7 +36,7 @@ impl std::fmt::Display for BackupError {
 }
 
 #[derive(Clone, Copy)]
-enum Side {
+pub(crate) enum Side {
     Source,
     Destination,
 }
@@ -51,7 +51,7 @@ impl Side {
 }
 
 /// Turns an S3 failure into words a user can act on: which bucket, which key, what to check.
-fn s3_failure(
+pub(crate) fn s3_failure(
     side: Side,
     target: &BucketTarget,
     doing: &str,
@@ -136,27 +136,28 @@ pub struct Summary {
     pub body: Value,
 }
 
+/// S3 clients for the source and the destination, counting retries in `retries`.
+pub(crate) fn clients(config: &Config, retries: &Rc<Cell<u64>>) -> (S3, S3) {
+    let policy = RetryPolicy::new(config.max_retries);
+    let timeout = Duration::from_secs(config.timeout_seconds);
+    let client = |target: &crate::config::BucketTarget| {
+        S3::new(
+            target.clone(),
+            config.credentials.clone(),
+            timeout,
+            policy,
+            retries.clone(),
+        )
+    };
+    (client(&config.source), client(&config.dest))
+}
+
 pub fn run(config: &Config) -> Result<Summary, BackupError> {
     let started = OffsetDateTime::now_utc();
     let clock = Instant::now();
     let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
     let retries = Rc::new(Cell::new(0));
-    let policy = RetryPolicy::new(config.max_retries);
-    let timeout = Duration::from_secs(config.timeout_seconds);
-    let src = S3::new(
-        config.source.clone(),
-        config.credentials.clone(),
-        timeout,
-        policy,
-        retries.clone(),
-    );
-    let dst = S3::new(
-        config.dest.clone(),
-        config.credentials.clone(),
-        timeout,
-        policy,
-        retries.clone(),
-    );
+    let (src, dst) = clients(config, &retries);
     log::info(
         "backup_start",
         json!({"sourceBucket": config.source.bucket, "source": config.source.endpoint.to_string(),

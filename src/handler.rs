@@ -14,53 +14,115 @@ pub struct Handler;
 
 impl wasi::exports::http::incoming_handler::Guest for Handler {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let path = request.path_with_query().unwrap_or_default();
-        let path = path.split('?').next().unwrap_or("").to_string();
+        let full = request.path_with_query().unwrap_or_default();
+        let (path, query) = full.split_once('?').unwrap_or((&full, ""));
         let method = request.method();
         drop(request);
-        let (status, body) = route(&method, &path);
+        let (status, body) = route(&method, path, query);
         respond(out, status, &body);
     }
 }
 
-fn route(method: &Method, path: &str) -> (u16, Value) {
+const ROUTES: &str = "use POST /backup, POST /verify?archive=KEY[&deep=true] or GET /health";
+
+fn route(method: &Method, path: &str, query: &str) -> (u16, Value) {
     match (method, path.trim_end_matches('/')) {
         (Method::Post, "/backup") => run_backup(),
+        (Method::Post, "/verify") => run_verify(query),
         (Method::Get, "/health" | "") => (
             200,
             json!({"status": "ok", "service": "spaces-backup", "version": env!("CARGO_PKG_VERSION")}),
         ),
-        (_, "/backup" | "/health") => (
+        (_, "/backup" | "/verify" | "/health") => (
             405,
-            json!({"error": "Method not allowed", "message": "use POST /backup or GET /health"}),
+            json!({"error": "Method not allowed", "message": ROUTES}),
         ),
-        _ => (
-            404,
-            json!({"error": "Not found", "message": "use POST /backup or GET /health"}),
-        ),
+        _ => (404, json!({"error": "Not found", "message": ROUTES})),
+    }
+}
+
+/// The configuration from the environment, or the 400 answer that names what is wrong.
+fn load_config(failed: &str) -> Result<config::Config, (u16, Value)> {
+    let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
+        .into_iter()
+        .collect();
+    match config::from_env(&env) {
+        Ok(config) => {
+            log::init(
+                config.log_level,
+                &[
+                    &config.credentials.access_key,
+                    &config.credentials.secret_key,
+                ],
+            );
+            Ok(config)
+        }
+        Err(e) => {
+            log::error("config_invalid", json!({"message": e.to_string()}));
+            Err((
+                400,
+                json!({"error": failed, "message": e.to_string(), "code": "InvalidConfiguration"}),
+            ))
+        }
+    }
+}
+
+/// `archive=KEY` (percent-encoded) and `deep=true` from a query string.
+fn verify_params(query: &str) -> (Option<String>, bool) {
+    let mut archive = None;
+    let mut deep = false;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "archive" => archive = Some(crate::util::percent_decode(value)),
+            "deep" => deep = matches!(value, "true" | "1" | "yes" | ""),
+            _ => {}
+        }
+    }
+    (archive.filter(|a| !a.is_empty()), deep)
+}
+
+/// Compares an archive with the source bucket (see [`crate::verify`]).
+pub fn run_verify(query: &str) -> (u16, Value) {
+    let config = match load_config("Verify failed") {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let (Some(archive), deep) = verify_params(query) else {
+        return (
+            400,
+            json!({"error": "Verify failed", "code": "InvalidRequest",
+                   "message": "name the archive: POST /verify?archive=KEY (its key in DEST_BUCKET, percent-encoded)"}),
+        );
+    };
+    let retries = std::rc::Rc::new(std::cell::Cell::new(0));
+    let (src, dst) = backup::clients(&config, &retries);
+    match crate::verify::run(&config, &src, &dst, &archive, deep) {
+        Ok(mut body) => {
+            body["retries"] = json!(retries.get());
+            log::info(
+                "verify_done",
+                json!({"identical": body["identical"], "archiveName": archive}),
+            );
+            (200, body)
+        }
+        Err(e) => {
+            let message = log::scrub(&e.message);
+            log::error("verify_failed", json!({"code": e.code, "message": message}));
+            (
+                e.status,
+                json!({"error": "Verify failed", "message": message, "code": e.code}),
+            )
+        }
     }
 }
 
 /// Runs one backup and returns the original function's `statusCode` and `body`.
 pub fn run_backup() -> (u16, Value) {
-    let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
-        .into_iter()
-        .collect();
-    let config = match config::from_env(&env) {
+    let config = match load_config("Backup failed") {
         Ok(c) => c,
-        Err(e) => {
-            let body = json!({"error": "Backup failed", "message": e.to_string(), "code": "InvalidConfiguration"});
-            log::error("config_invalid", json!({"message": e.to_string()}));
-            return (400, body);
-        }
+        Err(answer) => return answer,
     };
-    log::init(
-        config.log_level,
-        &[
-            &config.credentials.access_key,
-            &config.credentials.secret_key,
-        ],
-    );
     match backup::run(&config) {
         Ok(summary) => (200, summary.body),
         Err(e) => {

@@ -22,5 +22,7 @@ pub mod s3;
 pub mod sigv4;
 pub mod upload;
 pub mod util;
+pub mod verify;
 pub mod xml;
 pub mod zipformat;
+pub mod zipread;

@@ -27,6 +27,32 @@ pub fn iso_millis(t: OffsetDateTime) -> String {
     )
 }
 
+/// Decodes `%XX` escapes (and `+` as a space, as forms encode it) in a query value.
+pub fn percent_decode(text: &str) -> String {
+    fn hex_digit(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some(hex_digit(*bytes.get(i + 1)?)? * 16 + hex_digit(*bytes.get(i + 2)?)?))
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Parses S3's `LastModified` (`2009-10-12T17:50:30.000Z`, RFC 3339).
 pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -66,5 +92,13 @@ mod tests {
             redact("key=SECRET1 and SECRET1", &["SECRET1", ""]),
             "key=<redacted> and <redacted>"
         );
+    }
+
+    #[test]
+    fn query_values_decode() {
+        assert_eq!(percent_decode("backups%2Fa%20b.zip"), "backups/a b.zip");
+        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
+        assert_eq!(percent_decode("caf%C3%A9%"), "café%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

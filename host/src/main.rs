@@ -33,6 +33,25 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
     },
+    /// Compare an archive in DEST_BUCKET with the source bucket as it is now: prints the
+    /// objects missing, changed and new since the backup, then a summary; exits 0 only
+    /// when they match
+    Verify {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// The archive's key in DEST_BUCKET, e.g. backups/backup-my-bucket-2025-12-19T10-30-00-000Z.zip
+        #[arg(long, value_name = "KEY")]
+        archive: String,
+        /// Also compare contents: read every source object and compare its CRC-32
+        #[arg(long)]
+        deep: bool,
+        /// Print the response envelope (JSON) instead of lines
+        #[arg(long)]
+        json: bool,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
     /// Serve POST /backup and GET /health over HTTP, like `wasmtime serve`
     Serve {
         #[command(flatten)]
@@ -126,6 +145,13 @@ fn main() -> ExitCode {
                 addr,
                 env_file,
             } => report(serve(&component, addr, env_file.as_deref()).await),
+            Command::Verify {
+                component,
+                archive,
+                deep,
+                json,
+                env_file,
+            } => verify(&component, env_file.as_deref(), &archive, deep, json).await,
             Command::Demo {
                 component,
                 keep,
@@ -223,6 +249,102 @@ async fn stop_signal() -> &'static str {
     }
     let _ = tokio::signal::ctrl_c().await;
     "SIGINT"
+}
+
+/// Percent-encodes a key for a query string (unreserved characters and `/` stay).
+fn query_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn verify(
+    component: &ComponentArg,
+    env_file: Option<&Path>,
+    archive: &str,
+    deep: bool,
+    json: bool,
+) -> ExitCode {
+    let path = format!(
+        "/verify?archive={}{}",
+        query_encode(archive),
+        if deep { "&deep=true" } else { "" }
+    );
+    let result = async {
+        let mut vars = load_env(env_file)?;
+        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
+        let runner = component
+            .runner()?
+            .with_memory_limit(Some(env::max_memory(&vars)));
+        runner.handle(&vars, "POST", &path, "").await
+    }
+    .await;
+    let (status, body) = match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            let message = one_line_error(&e);
+            eprintln!("spaces-backup: error: {message}");
+            println!(
+                "{}",
+                envelope_line(500, host_error_body(&message).as_bytes())
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if json || status != 200 {
+        println!("{}", envelope_line(status, &body));
+        if status != 200 {
+            eprintln!(
+                "spaces-backup: verify failed: {}",
+                parsed["message"].as_str().unwrap_or("no message")
+            );
+            return ExitCode::FAILURE;
+        }
+    } else {
+        let count = |name: &str| parsed[name].as_u64().unwrap_or(0);
+        let listed = parsed["differences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for d in &listed {
+            let reason = d["reason"]
+                .as_str()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default();
+            println!(
+                "{:<8} {}{reason}",
+                d["status"].as_str().unwrap_or("?"),
+                d["key"].as_str().unwrap_or("?")
+            );
+        }
+        let total = count("missing") + count("changed") + count("new");
+        if total > listed.len() as u64 {
+            println!("... and {} more", total - listed.len() as u64);
+        }
+        println!(
+            "{}: {} unchanged, {} missing, {} changed, {} new ({} objects in {}, {} entries)",
+            parsed["message"].as_str().unwrap_or(""),
+            count("unchanged"),
+            count("missing"),
+            count("changed"),
+            count("new"),
+            count("objectsInArchive"),
+            archive,
+            count("entries"),
+        );
+    }
+    if parsed["identical"] == serde_json::Value::Bool(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn serve(
