@@ -23,7 +23,8 @@ impl wasi::exports::http::incoming_handler::Guest for Handler {
     }
 }
 
-const ROUTES: &str = "use POST /backup, POST /verify?archive=KEY[&deep=true] or GET /health";
+const ROUTES: &str =
+    "use POST /backup, POST /verify?archive=KEY[&deep=true|&integrity=true] or GET /health";
 
 fn route(method: &Method, path: &str, query: &str) -> (u16, Value) {
     match (method, path.trim_end_matches('/')) {
@@ -67,19 +68,21 @@ fn load_config(failed: &str) -> Result<config::Config, (u16, Value)> {
     }
 }
 
-/// `archive=KEY` (percent-encoded) and `deep=true` from a query string.
-fn verify_params(query: &str) -> (Option<String>, bool) {
+/// `archive=KEY` (percent-encoded), `deep=true` and `integrity=true` from a query string.
+fn verify_params(query: &str) -> (Option<String>, bool, bool) {
     let mut archive = None;
-    let mut deep = false;
+    let (mut deep, mut integrity) = (false, false);
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let on = matches!(value, "true" | "1" | "yes" | "");
         match name {
             "archive" => archive = Some(crate::util::percent_decode(value)),
-            "deep" => deep = matches!(value, "true" | "1" | "yes" | ""),
+            "deep" => deep = on,
+            "integrity" => integrity = on,
             _ => {}
         }
     }
-    (archive.filter(|a| !a.is_empty()), deep)
+    (archive.filter(|a| !a.is_empty()), deep, integrity)
 }
 
 /// Compares an archive with the source bucket (see [`crate::verify`]).
@@ -88,7 +91,7 @@ pub fn run_verify(query: &str) -> (u16, Value) {
         Ok(c) => c,
         Err(answer) => return answer,
     };
-    let (Some(archive), deep) = verify_params(query) else {
+    let (Some(archive), deep, integrity) = verify_params(query) else {
         return (
             400,
             json!({"error": "Verify failed", "code": "InvalidRequest",
@@ -97,7 +100,12 @@ pub fn run_verify(query: &str) -> (u16, Value) {
     };
     let retries = std::rc::Rc::new(std::cell::Cell::new(0));
     let (src, dst) = backup::clients(&config, &retries);
-    match crate::verify::run(&config, &src, &dst, &archive, deep) {
+    let result = if integrity {
+        crate::integrity::run(&config, &dst, &archive)
+    } else {
+        crate::verify::run(&config, &src, &dst, &archive, deep)
+    };
+    match result {
         Ok(mut body) => {
             body["retries"] = json!(retries.get());
             log::info(

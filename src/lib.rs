@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod filter;
 pub mod handler;
 pub mod http;
+pub mod integrity;
 pub mod list;
 pub mod log;
 pub mod naming;

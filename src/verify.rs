@@ -24,15 +24,15 @@ use crate::xml::ListedObject;
 use crate::zipread::{self, CentralEntry};
 
 /// Differences named in the answer; all are counted.
-const LISTED: usize = 1000;
+pub(crate) const LISTED: usize = 1000;
 
-const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
-fn protocol(what: impl Into<String>) -> S3Error {
+pub(crate) fn protocol(what: impl Into<String>) -> S3Error {
     S3Error::Protocol(what.into())
 }
 
-fn get_op<'a>(key: &'a str, range: Option<(u64, u64)>) -> Op<'a> {
+pub(crate) fn get_op<'a>(key: &'a str, range: Option<(u64, u64)>) -> Op<'a> {
     Op {
         name: "GetObject",
         method: "GET",
@@ -243,21 +243,17 @@ impl Report {
     }
 }
 
-pub fn run(
+/// The archive's size, where its directory is, and each central directory record passed
+/// to `each` as it streams in. Returns the manifest's record too.
+pub(crate) fn read_directory(
     config: &Config,
-    src: &S3,
     dst: &S3,
     archive: &str,
-    deep: bool,
-) -> Result<Value, BackupError> {
+    mut each: impl FnMut(CentralEntry),
+) -> Result<(u64, zipread::Directory, Option<CentralEntry>), BackupError> {
     let dest_err = |doing: &str, e: &S3Error| {
         s3_failure(Side::Destination, &config.dest, doing, Some(archive), e)
     };
-    let src_err = |doing: &str, key: Option<&str>, e: &S3Error| {
-        s3_failure(Side::Source, &config.source, doing, key, e)
-    };
-
-    // The archive's size, then its end records and central directory.
     let head = Op {
         name: "HeadObject",
         method: "HEAD",
@@ -283,13 +279,12 @@ pub fn run(
         .ok_or_else(|| dest_err("reading the archive", &protocol("no Content-Length")))?;
     let tail_start = len.saturating_sub(zipread::TAIL);
     let tail = dst
-        .call(&get_op(archive, Some((tail_start, len - 1))), None)
+        .call(&get_op(archive, Some((tail_start, len.max(1) - 1))), None)
         .and_then(|mut r| read_all(&mut r, zipread::TAIL as usize))
         .map_err(|e| dest_err("reading the archive's end", &e))?;
     let dir = zipread::find_directory(&tail, tail_start, len)
         .map_err(|m| dest_err("reading the archive's end", &protocol(m)))?;
-    let mut manifest_entry = None;
-    let mut entries = 0u64;
+    let mut manifest = None;
     if dir.size > 0 {
         let mut resp = dst
             .call(
@@ -302,10 +297,10 @@ pub fn run(
             while let Some((entry, n)) = zipread::central_entry(&buf)
                 .map_err(|m| dest_err("reading the central directory", &protocol(m)))?
             {
-                entries += 1;
                 if entry.name == MANIFEST_NAME {
-                    manifest_entry = Some(entry);
+                    manifest = Some(entry.clone());
                 }
+                each(entry);
                 buf.drain(..n);
             }
             match resp
@@ -317,6 +312,25 @@ pub fn run(
             }
         }
     }
+    Ok((len, dir, manifest))
+}
+
+pub fn run(
+    config: &Config,
+    src: &S3,
+    dst: &S3,
+    archive: &str,
+    deep: bool,
+) -> Result<Value, BackupError> {
+    let dest_err = |doing: &str, e: &S3Error| {
+        s3_failure(Side::Destination, &config.dest, doing, Some(archive), e)
+    };
+    let src_err = |doing: &str, key: Option<&str>, e: &S3Error| {
+        s3_failure(Side::Source, &config.source, doing, key, e)
+    };
+
+    let mut entries = 0u64;
+    let (len, _, manifest_entry) = read_directory(config, dst, archive, |_| entries += 1)?;
     let manifest_entry = manifest_entry.ok_or_else(|| {
         dest_err(
             "reading the archive",

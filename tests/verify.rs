@@ -118,3 +118,60 @@ async fn deep_verify_compares_contents() {
         .unwrap()
         .contains("CRC-32"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_checks_every_entry_without_the_source() {
+    let s3 = common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let text = "a line of text that compresses\n".repeat(5_000);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    s3.put_object("source", "text.txt", text.as_bytes())
+        .unwrap();
+    s3.put_object("source", "noise.bin", &noise).unwrap();
+    s3.put_object("source", "empty", b"").unwrap();
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let q = format!("{}&integrity=true", query(&archive, false));
+
+    // The source is gone: integrity needs only the archive.
+    s3.put_object("source", "text.txt", b"changed").unwrap();
+    let (status, v) = request(&env, "POST", &q).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(v["entries"], 4);
+    // Every object's bytes, and the manifest's.
+    assert!(v["bytesChecked"].as_u64().unwrap() > (text.len() + noise.len()) as u64);
+
+    // One flipped byte inside the stored noise.
+    let path = common::archive_path(&s3, "dest", &body);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &noise[100_000..100_064])
+        .unwrap();
+    bytes[at] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let (status, v) = request(&env, "POST", &q).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["damagedEntries"], 1);
+    assert_eq!(v["damaged"][0]["entry"], "noise.bin");
+    assert!(
+        v["damaged"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("CRC-32"),
+        "{v}"
+    );
+}

@@ -45,6 +45,10 @@ enum Command {
         /// Also compare contents: read every source object and compare its CRC-32
         #[arg(long)]
         deep: bool,
+        /// Check the archive itself instead, without the source: read it once and check
+        /// every entry's CRC-32 and size
+        #[arg(long, conflicts_with = "deep")]
+        integrity: bool,
         /// Print the response envelope (JSON) instead of lines
         #[arg(long)]
         json: bool,
@@ -149,9 +153,17 @@ fn main() -> ExitCode {
                 component,
                 archive,
                 deep,
+                integrity,
                 json,
                 env_file,
-            } => verify(&component, env_file.as_deref(), &archive, deep, json).await,
+            } => {
+                let mode = match (deep, integrity) {
+                    (_, true) => "&integrity=true",
+                    (true, _) => "&deep=true",
+                    _ => "",
+                };
+                verify(&component, env_file.as_deref(), &archive, mode, json).await
+            }
             Command::Demo {
                 component,
                 keep,
@@ -268,14 +280,10 @@ async fn verify(
     component: &ComponentArg,
     env_file: Option<&Path>,
     archive: &str,
-    deep: bool,
+    mode: &str,
     json: bool,
 ) -> ExitCode {
-    let path = format!(
-        "/verify?archive={}{}",
-        query_encode(archive),
-        if deep { "&deep=true" } else { "" }
-    );
+    let path = format!("/verify?archive={}{mode}", query_encode(archive));
     let result = async {
         let mut vars = load_env(env_file)?;
         vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
@@ -307,6 +315,22 @@ async fn verify(
             );
             return ExitCode::FAILURE;
         }
+    } else if parsed.get("intact").is_some() {
+        for d in parsed["damaged"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "damaged  {}  ({})",
+                d["entry"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or("?")
+            );
+        }
+        println!(
+            "{}: {} entries, {} damaged, {} bytes checked ({})",
+            parsed["message"].as_str().unwrap_or(""),
+            parsed["entries"].as_u64().unwrap_or(0),
+            parsed["damagedEntries"].as_u64().unwrap_or(0),
+            parsed["bytesChecked"].as_u64().unwrap_or(0),
+            archive,
+        );
     } else {
         let count = |name: &str| parsed[name].as_u64().unwrap_or(0);
         let listed = parsed["differences"]

@@ -69,6 +69,17 @@ fn verify_prints_differences_and_exits_non_zero_on_any() {
     let (ok, out) = cli(
         &s3,
         dir.path(),
+        &["verify", "--archive", &archive, "--integrity"],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("Every entry of the archive is intact: 3 entries, 0 damaged"),
+        "{out}"
+    );
+
+    let (ok, out) = cli(
+        &s3,
+        dir.path(),
         &["verify", "--archive", &archive, "--json"],
     );
     assert!(!ok);
