@@ -119,6 +119,18 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         "a.txt docs/b.txt .spaces-backup/manifest.jsonl\nbeta\n"
     );
 
+    // The same function verifies an archive: `action: verify`.
+    let (result, stderr) = invoke(&env, json!({"action": "verify", "archive": key}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["identical"], true, "{result}");
+    let (result, _) = invoke(
+        &env,
+        json!({"action": "verify", "archive": key, "mode": "integrity"}),
+    );
+    assert_eq!(result["body"]["intact"], true, "{result}");
+    let (result, _) = invoke(&env, json!({"action": "restore-everything"}));
+    assert_eq!(result["statusCode"], 400, "{result}");
+
     // Bad configuration: the envelope's status and message, as the original returned them.
     env.retain(|(k, _)| *k != "SOURCE_BUCKET");
     let (result, _) = invoke(&env, json!({}));

@@ -32,11 +32,32 @@ function failure(statusCode, message) {
   return { statusCode, body: { error: 'Backup failed', code: 'FunctionError', message } };
 }
 
+// What an invocation may ask for besides a backup: `action` (`backup`, the default, or
+// `verify`) and, for `verify`, `archive` (its key) and `mode` (`deep` or `integrity`).
+const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode']);
+
+function command(args) {
+  const action = String(args.action || 'backup');
+  if (action === 'backup') return { argv: ['run', '--component', COMPONENT] };
+  if (action === 'verify') {
+    if (!args.archive) return { error: "action 'verify' needs the parameter 'archive' (its key)" };
+    const argv = ['verify', '--component', COMPONENT, '--json', '--archive', String(args.archive)];
+    if (args.mode === 'deep') argv.push('--deep');
+    else if (args.mode === 'integrity') argv.push('--integrity');
+    else if (args.mode) return { error: "'mode' is 'deep' or 'integrity'" };
+    return { argv };
+  }
+  return { error: `unknown action '${action}': use 'backup' or 'verify'` };
+}
+
 async function main(args) {
+  args = args || {};
   const env = { ...process.env };
   const ignored = [];
-  for (const [name, value] of Object.entries(args || {})) {
-    if (name.startsWith('__ow_') || name.startsWith('http')) continue; // web request details
+  const { argv, error } = command(args);
+  if (error) return { statusCode: 400, body: { error: 'Invalid request', code: 'InvalidRequest', message: error } };
+  for (const [name, value] of Object.entries(args)) {
+    if (name.startsWith('__ow_') || name.startsWith('http') || ACTION_PARAMETERS.has(name)) continue;
     if (PARAMETERS.has(name) && ['string', 'number', 'boolean'].includes(typeof value)) {
       env[name] = String(value);
     } else {
@@ -52,7 +73,7 @@ async function main(args) {
   return new Promise((resolve) => {
     let child;
     try {
-      child = spawn(BINARY, ['run', '--component', COMPONENT], {
+      child = spawn(BINARY, argv, {
         env,
         cwd: __dirname,
         stdio: ['ignore', 'pipe', 'pipe'],
