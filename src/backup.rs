@@ -39,6 +39,8 @@ impl std::fmt::Display for BackupError {
 pub(crate) enum Side {
     Source,
     Destination,
+    /// Where a restore writes (on SOURCE_ENDPOINT).
+    Target,
 }
 
 impl Side {
@@ -46,6 +48,7 @@ impl Side {
         match self {
             Side::Source => "source",
             Side::Destination => "destination",
+            Side::Target => "target",
         }
     }
 }
@@ -62,7 +65,7 @@ pub(crate) fn s3_failure(
     let bucket = &target.bucket;
     let at_key = key.map(|k| format!(", key '{k}'")).unwrap_or_default();
     let var = match side {
-        Side::Source => "SOURCE",
+        Side::Source | Side::Target => "SOURCE",
         Side::Destination => "DEST",
     };
     let denied = matches!(

@@ -348,7 +348,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
 }
 
 /// S3 bucket naming rules, loosened to the legacy set (upper case, `_`) some services allow.
-fn validate_bucket(name: &str) -> Result<(), String> {
+pub fn validate_bucket(name: &str) -> Result<(), String> {
     if !(3..=63).contains(&name.len()) {
         return Err(format!(
             "'{name}' is not a bucket name (3 to 63 characters)"

@@ -23,18 +23,19 @@ impl wasi::exports::http::incoming_handler::Guest for Handler {
     }
 }
 
-const ROUTES: &str =
-    "use POST /backup, POST /verify?archive=KEY[&deep=true|&integrity=true] or GET /health";
+const ROUTES: &str = "use POST /backup, POST /verify?archive=KEY[&deep=true|&integrity=true], \
+     POST /restore?archive=KEY&to=BUCKET[/PREFIX][&overwrite=true] or GET /health";
 
 fn route(method: &Method, path: &str, query: &str) -> (u16, Value) {
     match (method, path.trim_end_matches('/')) {
         (Method::Post, "/backup") => run_backup(),
         (Method::Post, "/verify") => run_verify(query),
+        (Method::Post, "/restore") => run_restore(query),
         (Method::Get, "/health" | "") => (
             200,
             json!({"status": "ok", "service": "spaces-backup", "version": env!("CARGO_PKG_VERSION")}),
         ),
-        (_, "/backup" | "/verify" | "/health") => (
+        (_, "/backup" | "/verify" | "/restore" | "/health") => (
             405,
             json!({"error": "Method not allowed", "message": ROUTES}),
         ),
@@ -120,6 +121,65 @@ pub fn run_verify(query: &str) -> (u16, Value) {
             (
                 e.status,
                 json!({"error": "Verify failed", "message": message, "code": e.code}),
+            )
+        }
+    }
+}
+
+/// The value of `name` in a query string, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| crate::util::percent_decode(v))
+    })
+}
+
+/// Restores an archive into a bucket (see [`crate::restore`]).
+pub fn run_restore(query: &str) -> (u16, Value) {
+    let config = match load_config("Restore failed") {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let invalid = |message: String| {
+        (
+            400,
+            json!({"error": "Restore failed", "code": "InvalidRequest", "message": message}),
+        )
+    };
+    let Some(archive) = query_param(query, "archive").filter(|a| !a.is_empty()) else {
+        return invalid("name the archive: POST /restore?archive=KEY&to=BUCKET[/PREFIX]".into());
+    };
+    let Some(to) = query_param(query, "to").filter(|t| !t.is_empty()) else {
+        return invalid(
+            "name where to restore: POST /restore?archive=KEY&to=BUCKET[/PREFIX]".into(),
+        );
+    };
+    let (bucket, prefix) = match crate::restore::parse_target(&to) {
+        Ok(t) => t,
+        Err(e) => return invalid(e),
+    };
+    let overwrite = query_param(query, "overwrite")
+        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | ""));
+    let retries = std::rc::Rc::new(std::cell::Cell::new(0));
+    let (_, dst) = backup::clients(&config, &retries);
+    let mut target_config = config.clone();
+    target_config.source = crate::restore::target(&config, &bucket);
+    let (target, _) = backup::clients(&target_config, &retries);
+    match crate::restore::run(&config, &dst, &target, &archive, &prefix, overwrite) {
+        Ok(mut body) => {
+            body["retries"] = json!(retries.get());
+            log::info("restore_done", body.clone());
+            (200, body)
+        }
+        Err(e) => {
+            let message = log::scrub(&e.message);
+            log::error(
+                "restore_failed",
+                json!({"code": e.code, "message": message}),
+            );
+            (
+                e.status,
+                json!({"error": "Restore failed", "message": message, "code": e.code}),
             )
         }
     }

@@ -89,12 +89,21 @@ pub fn check_bucket(s3: &S3) -> Result<(), S3Error> {
 impl<'a> MultipartUpload<'a> {
     /// CreateMultipartUpload.
     pub fn create(s3: &'a S3, key: &str, content_type: &str) -> Result<Self, S3Error> {
+        Self::create_with(s3, key, vec![("content-type".into(), content_type.into())])
+    }
+
+    /// With the object's headers (`content-type`, `x-amz-meta-*`), as restore sets them.
+    pub fn create_with(
+        s3: &'a S3,
+        key: &str,
+        headers: Vec<(String, String)>,
+    ) -> Result<Self, S3Error> {
         let op = Op {
             name: "CreateMultipartUpload",
             method: "POST",
             key: Some(key),
             query: vec![("uploads".into(), String::new())],
-            headers: vec![("content-type".into(), content_type.into())],
+            headers,
         };
         // An empty body, with `Content-Length: 0`, which S3 requires of a POST.
         let text = s3.call_xml(&op, Some(b""))?;
@@ -156,6 +165,17 @@ impl<'a> MultipartUpload<'a> {
     }
 
     /// Moves an in-flight part on without blocking. `Ok(true)` once it is stored.
+    /// Uploads `part` and waits until it is stored (with retries).
+    pub fn upload_part(&mut self, part: Part) -> Result<(), S3Error> {
+        let mut upload = self.start_part(part)?;
+        while !self.step(&mut upload)? {
+            let mut pollables = Vec::new();
+            upload.pollables(&mut pollables);
+            http::wait_any(&pollables);
+        }
+        Ok(())
+    }
+
     pub fn step(&mut self, part: &mut PartUpload) -> Result<bool, S3Error> {
         match &mut part.state {
             PartState::Backoff(deadline) => {

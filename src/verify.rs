@@ -60,20 +60,26 @@ fn read_all(resp: &mut Response, limit: usize) -> Result<Vec<u8>, S3Error> {
 
 /// One manifest line, as `archive` writes it.
 #[derive(Deserialize)]
-struct Line {
-    key: String,
+pub(crate) struct Line {
+    pub key: String,
     #[serde(default)]
-    size: u64,
+    pub entry: Option<String>,
     #[serde(default)]
-    etag: String,
+    pub size: u64,
     #[serde(default)]
-    crc32: Option<String>,
+    pub etag: String,
+    #[serde(default, rename = "contentType")]
+    pub content_type: Option<String>,
     #[serde(default)]
-    skipped: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub crc32: Option<String>,
+    #[serde(default)]
+    pub skipped: Option<String>,
 }
 
 /// The manifest's lines, inflated from a ranged GET as they are needed.
-struct Manifest {
+pub(crate) struct Manifest {
     resp: Response,
     /// Compressed bytes still to come.
     left: u64,
@@ -83,7 +89,12 @@ struct Manifest {
 }
 
 impl Manifest {
-    fn open(dst: &S3, archive: &str, entry: &CentralEntry, len: u64) -> Result<Self, S3Error> {
+    pub(crate) fn open(
+        dst: &S3,
+        archive: &str,
+        entry: &CentralEntry,
+        len: u64,
+    ) -> Result<Self, S3Error> {
         if entry.method != 8 {
             return Err(protocol("the manifest is not deflated"));
         }
@@ -162,7 +173,7 @@ impl Manifest {
     }
 
     /// The next object the archive holds (lines of skipped objects are passed over).
-    fn next_archived(&mut self) -> Result<Option<Line>, S3Error> {
+    pub(crate) fn next_archived(&mut self) -> Result<Option<Line>, S3Error> {
         while let Some(line) = self.next_line()? {
             if line.skipped.is_none() {
                 return Ok(Some(line));

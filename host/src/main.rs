@@ -56,6 +56,24 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
     },
+    /// Restore an archive in DEST_BUCKET into a bucket on SOURCE_ENDPOINT, with exact keys,
+    /// Content-Type and user metadata; prints the response envelope
+    Restore {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// The archive's key in DEST_BUCKET
+        #[arg(long, value_name = "KEY")]
+        archive: String,
+        /// Where to restore: BUCKET, or BUCKET/PREFIX to put every key under PREFIX
+        #[arg(long, value_name = "BUCKET[/PREFIX]")]
+        to: String,
+        /// Replace objects that already exist (otherwise the restore is refused)
+        #[arg(long)]
+        overwrite: bool,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
     /// Serve POST /backup and GET /health over HTTP, like `wasmtime serve`
     Serve {
         #[command(flatten)]
@@ -149,6 +167,21 @@ fn main() -> ExitCode {
                 addr,
                 env_file,
             } => report(serve(&component, addr, env_file.as_deref()).await),
+            Command::Restore {
+                component,
+                archive,
+                to,
+                overwrite,
+                env_file,
+            } => {
+                let path = format!(
+                    "/restore?archive={}&to={}{}",
+                    query_encode(&archive),
+                    query_encode(&to),
+                    if overwrite { "&overwrite=true" } else { "" }
+                );
+                request_once(&component, env_file.as_deref(), &path).await
+            }
             Command::Verify {
                 component,
                 archive,
@@ -261,6 +294,38 @@ async fn stop_signal() -> &'static str {
     }
     let _ = tokio::signal::ctrl_c().await;
     "SIGINT"
+}
+
+/// One request to the component; prints the envelope, exit 0 only on 200.
+async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &str) -> ExitCode {
+    let result = async {
+        let mut vars = load_env(env_file)?;
+        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
+        let runner = component
+            .runner()?
+            .with_memory_limit(Some(env::max_memory(&vars)));
+        runner.handle(&vars, "POST", path, "").await
+    }
+    .await;
+    match result {
+        Ok((status, body)) => {
+            println!("{}", envelope_line(status, &body));
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            let message = one_line_error(&e);
+            eprintln!("spaces-backup: error: {message}");
+            println!(
+                "{}",
+                envelope_line(500, host_error_body(&message).as_bytes())
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Percent-encodes a key for a query string (unreserved characters and `/` stay).

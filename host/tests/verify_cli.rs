@@ -77,6 +77,21 @@ fn verify_prints_differences_and_exits_non_zero_on_any() {
         "{out}"
     );
 
+    s3.create_bucket("restored").unwrap();
+    let (ok, out) = cli(
+        &s3,
+        dir.path(),
+        &["restore", "--archive", &archive, "--to", "restored/again"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(s3.read_object("restored", "again/a.txt").unwrap(), b"alpha");
+    let (ok, out) = cli(
+        &s3,
+        dir.path(),
+        &["restore", "--archive", &archive, "--to", "restored/again"],
+    );
+    assert!(!ok, "a second restore over the same keys is refused: {out}");
+
     let (ok, out) = cli(
         &s3,
         dir.path(),
