@@ -128,6 +128,17 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         json!({"action": "verify", "archive": key, "mode": "integrity"}),
     );
     assert_eq!(result["body"]["intact"], true, "{result}");
+    s3.create_bucket("restored").unwrap();
+    let (result, stderr) = invoke(
+        &env,
+        json!({"action": "restore", "archive": key, "to": "restored/copy"}),
+    );
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["objectsRestored"], 2);
+    assert_eq!(
+        s3.read_object("restored", "copy/docs/b.txt").unwrap(),
+        b"beta"
+    );
     let (result, _) = invoke(&env, json!({"action": "restore-everything"}));
     assert_eq!(result["statusCode"], 400, "{result}");
 

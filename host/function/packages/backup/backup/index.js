@@ -32,9 +32,10 @@ function failure(statusCode, message) {
   return { statusCode, body: { error: 'Backup failed', code: 'FunctionError', message } };
 }
 
-// What an invocation may ask for besides a backup: `action` (`backup`, the default, or
-// `verify`) and, for `verify`, `archive` (its key) and `mode` (`deep` or `integrity`).
-const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode']);
+// What an invocation may ask for besides a backup: `action` (`backup`, the default,
+// `verify` or `restore`), `archive` (its key), for `verify` a `mode` (`deep` or
+// `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`.
+const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode', 'to', 'overwrite']);
 
 function command(args) {
   const action = String(args.action || 'backup');
@@ -47,7 +48,16 @@ function command(args) {
     else if (args.mode) return { error: "'mode' is 'deep' or 'integrity'" };
     return { argv };
   }
-  return { error: `unknown action '${action}': use 'backup' or 'verify'` };
+  if (action === 'restore') {
+    if (!args.archive || !args.to) {
+      return { error: "action 'restore' needs the parameters 'archive' and 'to' (BUCKET[/PREFIX])" };
+    }
+    const argv = ['restore', '--component', COMPONENT, '--archive', String(args.archive),
+      '--to', String(args.to)];
+    if (args.overwrite === true || args.overwrite === 'true') argv.push('--overwrite');
+    return { argv };
+  }
+  return { error: `unknown action '${action}': use 'backup', 'verify' or 'restore'` };
 }
 
 async function main(args) {
