@@ -292,6 +292,9 @@ pub fn run(config: &Config) -> Result<Summary, BackupError> {
     Ok(Summary { body })
 }
 
+/// How often a running backup reports its progress.
+const PROGRESS_EVERY_NANOS: u64 = 1_000_000_000;
+
 /// How many keys a dry run names.
 const DRY_RUN_KEYS: usize = 100;
 
@@ -364,6 +367,12 @@ struct Pipeline<'a, 'l, 'u> {
     src: &'a S3,
     lister: &'a mut Lister<'l>,
     listed: std::collections::VecDeque<ListedObject>,
+    /// Objects and bytes listed so far, for progress.
+    listed_objects: u64,
+    listed_bytes: u64,
+    /// When the last progress event went out (monotonic nanoseconds).
+    last_progress: u64,
+    started: u64,
     listing_done: bool,
     downloads: std::collections::VecDeque<Download>,
     entry_started: bool,
@@ -392,6 +401,10 @@ fn archive_all(
         config,
         src,
         lister,
+        listed_objects: first.len() as u64,
+        listed_bytes: first.iter().map(|o| o.size).sum(),
+        last_progress: http::now_nanos(),
+        started: http::now_nanos(),
         listed: first.into(),
         listing_done: false,
         downloads: Default::default(),
@@ -432,6 +445,7 @@ impl Pipeline<'_, '_, '_> {
 
     fn run(&mut self) -> Result<(), BackupError> {
         loop {
+            self.report_progress(false);
             let mut moved = self.refill()?;
             moved |= self.step_downloads()?;
             moved |= self.feed_archive()?;
@@ -450,6 +464,7 @@ impl Pipeline<'_, '_, '_> {
             if self.archive.is_none() && self.tail.is_empty() {
                 moved |= self.start_parts(true)?;
                 if self.parts.is_empty() && self.buffer.is_empty() {
+                    self.report_progress(true);
                     return Ok(());
                 }
             }
@@ -467,6 +482,34 @@ impl Pipeline<'_, '_, '_> {
                 http::wait_any(&pollables);
             }
         }
+    }
+
+    fn count_listed(&mut self, page: &[ListedObject]) {
+        self.listed_objects += page.len() as u64;
+        self.listed_bytes += page.iter().map(|o| o.size).sum::<u64>();
+    }
+
+    /// A `progress` event about once a second (and with `now`): what a terminal shows as
+    /// a progress bar, and what log collectors keep.
+    fn report_progress(&mut self, now: bool) {
+        let t = http::now_nanos();
+        if !now && t.saturating_sub(self.last_progress) < PROGRESS_EVERY_NANOS {
+            return;
+        }
+        self.last_progress = t;
+        log::info(
+            "progress",
+            json!({
+                "objects": self.progress.files,
+                "bytesRead": self.progress.bytes_read,
+                "listedObjects": self.listed_objects,
+                "listedBytes": self.listed_bytes,
+                "listingDone": self.listing_done || self.lister.is_done(),
+                "archiveBytes": self.buffer.total(),
+                "partsStarted": self.upload.started(),
+                "elapsedSeconds": (t.saturating_sub(self.started) / 10_000_000) as f64 / 100.0,
+            }),
+        );
     }
 
     /// Starts GETs for the next listed objects, up to CONCURRENCY in flight.
@@ -507,7 +550,10 @@ impl Pipeline<'_, '_, '_> {
             if self.listed.len() < 500 {
                 self.lister.prefetch();
                 match self.lister.poll() {
-                    Ok(Some(page)) => self.listed.extend(page),
+                    Ok(Some(page)) => {
+                        self.count_listed(&page);
+                        self.listed.extend(page);
+                    }
                     Ok(None) => {}
                     Err(e) => return Err(self.source_err("listing objects", None, &e)),
                 }
@@ -524,7 +570,10 @@ impl Pipeline<'_, '_, '_> {
                 return Ok(None);
             }
             match self.lister.next_page() {
-                Ok(Some(page)) => self.listed = page.into(),
+                Ok(Some(page)) => {
+                    self.count_listed(&page);
+                    self.listed = page.into();
+                }
                 Ok(None) => {}
                 Err(e) => return Err(self.source_err("listing objects", None, &e)),
             }

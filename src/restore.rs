@@ -302,6 +302,22 @@ pub fn run(
     let mut manifest = Manifest::open(dst, archive, &manifest_entry, len)
         .map_err(|e| dest_err("reading the manifest", &e))?;
     let (mut restored, mut bytes) = (0u64, 0u64);
+    let total_objects = entries.len().saturating_sub(1) as u64;
+    let total_bytes: u64 = entries
+        .iter()
+        .filter(|e| e.name != manifest_entry.name)
+        .map(|e| e.uncompressed)
+        .sum();
+    let started = crate::http::now_nanos();
+    let mut last = started;
+    let progress = |restored: u64, bytes: u64| {
+        crate::log::info(
+            "progress",
+            json!({"objects": restored, "bytesRead": bytes, "listedObjects": total_objects,
+                   "listedBytes": total_bytes, "listingDone": true,
+                   "elapsedSeconds": (crate::http::now_nanos().saturating_sub(started) / 10_000_000) as f64 / 100.0}),
+        );
+    };
     while let Some(line) = manifest
         .next_archived()
         .map_err(|e| dest_err("reading the manifest", &e))?
@@ -330,7 +346,13 @@ pub fn run(
             })?;
         restored += 1;
         bytes += size;
+        let now = crate::http::now_nanos();
+        if now.saturating_sub(last) >= 1_000_000_000 {
+            last = now;
+            progress(restored, bytes);
+        }
     }
+    progress(restored, bytes);
     Ok(json!({
         "message": "Restore completed successfully",
         "archiveName": archive,

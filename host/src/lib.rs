@@ -21,6 +21,7 @@ pub mod env;
 mod envelope;
 pub mod memstore;
 mod outgoing;
+pub mod progress;
 mod runner;
 pub mod s3server;
 mod serve;

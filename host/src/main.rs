@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use spaces_backup_host::demo::{self, DemoOptions};
+use spaces_backup_host::progress::ProgressSink;
 use spaces_backup_host::{env, envelope_line, host_error_body, one_line_error, Runner};
 
 #[derive(Parser)]
@@ -231,7 +232,8 @@ async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
         vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
         let runner = component
             .runner()?
-            .with_memory_limit(Some(env::max_memory(&vars)));
+            .with_memory_limit(Some(env::max_memory(&vars)))
+            .with_progress(terminal_progress());
         let backup = runner.handle(&vars, "POST", "/backup", "");
         tokio::pin!(backup);
         tokio::select! {
@@ -252,6 +254,9 @@ async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
         }
     }
     .await;
+    if let Some(sink) = terminal_progress() {
+        sink.finish();
+    }
     let (code, line) = match result {
         Ok((status, body)) => {
             let code = if status == 200 {
@@ -296,6 +301,16 @@ async fn stop_signal() -> &'static str {
     "SIGINT"
 }
 
+/// The progress bar, shared by the whole process, when stderr is a terminal.
+fn terminal_progress() -> Option<ProgressSink> {
+    static SINK: std::sync::OnceLock<Option<ProgressSink>> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        use std::io::IsTerminal as _;
+        std::io::stderr().is_terminal().then(ProgressSink::new)
+    })
+    .clone()
+}
+
 /// One request to the component; prints the envelope, exit 0 only on 200.
 async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &str) -> ExitCode {
     let result = async {
@@ -303,10 +318,14 @@ async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &
         vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
         let runner = component
             .runner()?
-            .with_memory_limit(Some(env::max_memory(&vars)));
+            .with_memory_limit(Some(env::max_memory(&vars)))
+            .with_progress(terminal_progress());
         runner.handle(&vars, "POST", path, "").await
     }
     .await;
+    if let Some(sink) = terminal_progress() {
+        sink.finish();
+    }
     match result {
         Ok((status, body)) => {
             println!("{}", envelope_line(status, &body));

@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::outgoing::{AllowList, OutgoingPool, PooledHooks};
+use crate::progress::ProgressSink;
 
 /// The component built by `build.rs` (or `SPACES_BACKUP_COMPONENT_WASM`).
 pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("SPACES_BACKUP_WASM"));
@@ -118,6 +119,9 @@ pub struct Runner {
     /// Where instances may send requests: `None` (the default), the
     /// `SOURCE_ENDPOINT` and `DEST_ENDPOINT` of each instance's environment.
     allowed: Option<Arc<AllowList>>,
+    /// Where the component's log lines go: the host's stderr as they are (`None`), or
+    /// drawn as a progress bar on a terminal.
+    progress: Option<ProgressSink>,
 }
 
 impl Runner {
@@ -176,6 +180,7 @@ impl Runner {
             memory_limit: None,
             outgoing: OutgoingPool::new(),
             allowed: None,
+            progress: None,
         })
     }
 
@@ -203,6 +208,18 @@ impl Runner {
             memory_limit: bytes,
             outgoing: self.outgoing.clone(),
             allowed: self.allowed.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// The same component with its log lines drawn by `sink` (a terminal's progress bar).
+    pub fn with_progress(&self, sink: Option<ProgressSink>) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            memory_limit: self.memory_limit,
+            outgoing: self.outgoing.clone(),
+            allowed: self.allowed.clone(),
+            progress: sink,
         }
     }
 
@@ -217,6 +234,7 @@ impl Runner {
             memory_limit: self.memory_limit,
             outgoing: self.outgoing.clone(),
             allowed: allowed.map(Arc::new),
+            progress: self.progress.clone(),
         }
     }
 
@@ -356,8 +374,16 @@ impl Runner {
         wasi.envs(env);
         // Guest stdout goes to the host's stderr too: the host's stdout is
         // reserved for the JSON envelope of `spaces-backup run`.
-        wasi.stdout(wasmtime_wasi::cli::stderr());
-        wasi.stderr(wasmtime_wasi::cli::stderr());
+        match &self.progress {
+            Some(sink) => {
+                wasi.stdout(sink.clone());
+                wasi.stderr(sink.clone());
+            }
+            None => {
+                wasi.stdout(wasmtime_wasi::cli::stderr());
+                wasi.stderr(wasmtime_wasi::cli::stderr());
+            }
+        }
         let mut store = Store::new(
             self.pre.engine(),
             HostState {
