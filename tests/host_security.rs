@@ -202,7 +202,7 @@ async fn second_backup_while_one_runs_is_a_conflict() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(
         body,
-        serde_json::json!({"error": "Conflict", "message": "a backup is already running"})
+        serde_json::json!({"error": "Conflict", "message": "a backup or restore is already running"})
     );
     // Other requests are not held up.
     let (status, body) = http(addr, "GET", "/health", None).await;

@@ -3,8 +3,8 @@
 //!
 //! On top of it: with `BACKUP_TOKEN` set, every request but `GET /health`
 //! needs `Authorization: Bearer <token>` (else 401); without it, only a
-//! loopback address may be served. One backup runs at a time: another
-//! `POST /backup` meanwhile gets 409.
+//! loopback address may be served. One backup or restore runs at a time:
+//! another `POST /backup` or `POST /restore` meanwhile gets 409.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,7 +53,7 @@ pub async fn serve(addr: SocketAddr, runner: Runner, env: Vec<(String, String)>)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    eprintln!("spaces-backup: serving HTTP on http://{local}/ (POST /backup, GET /health)");
+    eprintln!("spaces-backup: serving HTTP on http://{local}/ (POST /backup, /verify, /restore; GET /health)");
     serve_listener(listener, runner, env, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("spaces-backup: shutting down");
@@ -143,14 +143,18 @@ async fn handle_one(
             return response;
         }
     }
-    let running = if req.method() == http::Method::POST && req.uri().path() == "/backup" {
+    // Backups and restores write: one at a time.
+    let writes = matches!(req.uri().path(), "/backup" | "/restore");
+    let running = if req.method() == http::Method::POST && writes {
         match state.backup.clone().try_lock_owned() {
             Ok(guard) => Some(guard),
             Err(_) => {
-                eprintln!("spaces-backup: {what}: refused (409): a backup is already running");
+                eprintln!(
+                    "spaces-backup: {what}: refused (409): a backup or restore is already running"
+                );
                 let body = serde_json::json!({
                     "error": "Conflict",
-                    "message": "a backup is already running",
+                    "message": "a backup or restore is already running",
                 });
                 return json_response(http::StatusCode::CONFLICT, body.to_string());
             }
