@@ -17,6 +17,7 @@ pub mod list;
 pub mod log;
 pub mod naming;
 pub mod parts;
+pub mod puts;
 pub mod restore;
 pub mod retention;
 pub mod retry;

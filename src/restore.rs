@@ -14,7 +14,8 @@ use crate::config::{BucketTarget, Config};
 use crate::http::Response;
 use crate::list::Lister;
 use crate::parts::Part;
-use crate::s3::{Op, S3Error, S3};
+use crate::puts::{PutError, Puts};
+use crate::s3::{S3Error, S3};
 use crate::sigv4::sha256_hex;
 use crate::upload::MultipartUpload;
 use crate::verify::{get_op, protocol, read_directory, Line, Manifest, CHUNK};
@@ -158,8 +159,59 @@ fn object_headers(line: &Line) -> Vec<(String, String)> {
     headers
 }
 
-/// Restores one entry as `key`; returns its size.
+/// Restores one entry as `key`; returns its size. An entry that fits in a part joins the
+/// PUTs in flight; a bigger one waits for them, then goes up as a multipart upload.
 fn restore_one(
+    archived: &Archived,
+    target: &S3,
+    puts: &mut Puts,
+    e: &CentralEntry,
+    line: &Line,
+    key: &str,
+    part_size: u64,
+) -> Result<u64, PutError> {
+    let here = |error: S3Error| PutError {
+        key: key.to_string(),
+        error,
+    };
+    if e.uncompressed <= part_size {
+        let (body, size) = read_small(archived, e).map_err(here)?;
+        puts.submit(key.to_string(), object_headers(line), body)?;
+        return Ok(size);
+    }
+    puts.finish()?;
+    restore_large(archived, target, e, line, key, part_size).map_err(here)
+}
+
+/// The whole (small) entry, checked.
+fn read_small(archived: &Archived, e: &CentralEntry) -> Result<(Vec<u8>, u64), S3Error> {
+    let mut data = EntryData::open(archived, e)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut body = Vec::with_capacity(usize::try_from(e.uncompressed).unwrap_or(0));
+    while let Some(chunk) = data.next_chunk()? {
+        crc.update(&chunk);
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > e.uncompressed {
+            break;
+        }
+    }
+    check_entry(e, crc.finalize(), body.len() as u64)?;
+    let size = body.len() as u64;
+    Ok((body, size))
+}
+
+fn check_entry(e: &CentralEntry, crc: u32, size: u64) -> Result<(), S3Error> {
+    if size != e.uncompressed || crc != e.crc32 {
+        return Err(protocol(format!(
+            "entry '{}' reads back as {size} bytes with CRC-32 {crc:08x}, the archive says {} bytes, {:08x}",
+            e.name, e.uncompressed, e.crc32
+        )));
+    }
+    Ok(())
+}
+
+/// An entry bigger than a part, as a multipart upload completed only once it checks out.
+fn restore_large(
     archived: &Archived,
     target: &S3,
     e: &CentralEntry,
@@ -170,37 +222,6 @@ fn restore_one(
     let mut data = EntryData::open(archived, e)?;
     let mut crc = crc32fast::Hasher::new();
     let mut size = 0u64;
-    let check = |crc: u32, size: u64| {
-        if size != e.uncompressed || crc != e.crc32 {
-            Err(protocol(format!(
-                "entry '{}' reads back as {size} bytes with CRC-32 {crc:08x}, the archive says {} bytes, {:08x}",
-                e.name, e.uncompressed, e.crc32
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    if e.uncompressed <= part_size {
-        let mut body = Vec::with_capacity(usize::try_from(e.uncompressed).unwrap_or(0));
-        while let Some(chunk) = data.next_chunk()? {
-            crc.update(&chunk);
-            size += chunk.len() as u64;
-            if size > e.uncompressed {
-                break;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        check(crc.finalize(), size)?;
-        let op = Op {
-            name: "PutObject",
-            method: "PUT",
-            key: Some(key),
-            query: vec![],
-            headers: object_headers(line),
-        };
-        target.call(&op, Some(&body))?;
-        return Ok(size);
-    }
     let mut upload = MultipartUpload::create_with(target, key, object_headers(line))?;
     let result = (|| {
         let mut part = Vec::with_capacity(usize::try_from(part_size).unwrap_or(0));
@@ -220,7 +241,7 @@ fn restore_one(
                 }
             }
         }
-        check(crc.finalize(), size)?;
+        check_entry(e, crc.finalize(), size)?;
         if !part.is_empty() {
             let sha256 = sha256_hex(&part);
             upload.upload_part(Part { data: part, sha256 })?;
@@ -302,6 +323,14 @@ pub fn run(
     let mut manifest = Manifest::open(dst, archive, &manifest_entry, len)
         .map_err(|e| dest_err("reading the manifest", &e))?;
     let (mut restored, mut bytes) = (0u64, 0u64);
+    let mut puts = Puts::new(target, config.concurrency, config.upload_budget());
+    let put_err = |pe: PutError, done: u64| {
+        let mut err = target_err("restoring an object", Some(&pe.key), &pe.error);
+        err.message.push_str(&format!(
+            "; {done} object(s) were read before it, and the restore stopped"
+        ));
+        err
+    };
     let total_objects = entries.len().saturating_sub(1) as u64;
     let total_bytes: u64 = entries
         .iter()
@@ -337,13 +366,16 @@ pub fn run(
             key: archive,
             len,
         };
-        let size =
-            restore_one(&archived, target, entry, &line, &key, config.part_size).map_err(|e| {
-                let mut err = target_err("restoring an object", Some(&key), &e);
-                err.message
-                    .push_str(&format!("; {restored} object(s) were restored before it"));
-                err
-            })?;
+        let size = restore_one(
+            &archived,
+            target,
+            &mut puts,
+            entry,
+            &line,
+            &key,
+            config.part_size,
+        )
+        .map_err(|pe| put_err(pe, restored))?;
         restored += 1;
         bytes += size;
         let now = crate::http::now_nanos();
@@ -352,6 +384,7 @@ pub fn run(
             progress(restored, bytes);
         }
     }
+    puts.finish().map_err(|pe| put_err(pe, restored))?;
     progress(restored, bytes);
     Ok(json!({
         "message": "Restore completed successfully",

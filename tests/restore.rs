@@ -171,3 +171,49 @@ async fn backup_then_restore_gives_back_every_key_byte_type_and_metadata() {
     let (status, r) = request(&env, "POST", &query(&archive, "-bad-bucket", false)).await;
     assert_eq!(status, 400, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_retries_slowdowns_on_its_uploads() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let s3 = common::start_s3_with(|b| {
+        b.in_memory().fault(|req| {
+            // Every object's first PUT into the target is answered 503 SlowDown.
+            if req.operation() == "PutObject" && req.path.starts_with("/restored/") {
+                let mut seen = SEEN.lock().unwrap();
+                if seen
+                    .get_or_insert_with(HashSet::new)
+                    .insert(req.path.clone())
+                {
+                    return common::Fault::Status {
+                        status: 503,
+                        code: "SlowDown".into(),
+                    };
+                }
+            }
+            common::Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.create_bucket("restored").unwrap();
+    for i in 0..200 {
+        s3.put_object(
+            "source",
+            &format!("f/{i:03}"),
+            format!("file {i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["objectsRestored"], 200);
+    assert!(r["retries"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(s3.object_keys("restored").unwrap().len(), 200);
+    assert_eq!(s3.read_object("restored", "f/123").unwrap(), b"file 123");
+}
