@@ -225,15 +225,47 @@ fn load_env(env_file: Option<&Path>) -> Result<Vec<(String, String)>> {
     }
 }
 
+/// The component's environment and a runner for one command: memory capped by
+/// MAX_MEMORY, progress drawn when stderr is a terminal.
+fn prepare(component: &ComponentArg, env_file: Option<&Path>) -> Result<(env::EnvVars, Runner)> {
+    let mut vars = load_env(env_file)?;
+    // `serve`'s token is the host's, not the component's.
+    vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
+    let runner = component
+        .runner()?
+        .with_memory_limit(Some(env::max_memory(&vars)))
+        .with_progress(terminal_progress());
+    Ok((vars, runner))
+}
+
+/// `POST path` to the component; a failure of the host itself is printed as an envelope.
+async fn call(
+    component: &ComponentArg,
+    env_file: Option<&Path>,
+    path: &str,
+) -> Result<(u16, Vec<u8>), ExitCode> {
+    let result = async {
+        let (vars, runner) = prepare(component, env_file)?;
+        runner.handle(&vars, "POST", path, "").await
+    }
+    .await;
+    if let Some(sink) = terminal_progress() {
+        sink.finish();
+    }
+    result.map_err(|e| {
+        let message = one_line_error(&e);
+        eprintln!("spaces-backup: error: {message}");
+        println!(
+            "{}",
+            envelope_line(500, host_error_body(&message).as_bytes())
+        );
+        ExitCode::FAILURE
+    })
+}
+
 async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
     let result = async {
-        let mut vars = load_env(env_file)?;
-        // `serve`'s token is the host's, not the component's.
-        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
-        let runner = component
-            .runner()?
-            .with_memory_limit(Some(env::max_memory(&vars)))
-            .with_progress(terminal_progress());
+        let (vars, runner) = prepare(component, env_file)?;
         let backup = runner.handle(&vars, "POST", "/backup", "");
         tokio::pin!(backup);
         tokio::select! {
@@ -313,20 +345,7 @@ fn terminal_progress() -> Option<ProgressSink> {
 
 /// One request to the component; prints the envelope, exit 0 only on 200.
 async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &str) -> ExitCode {
-    let result = async {
-        let mut vars = load_env(env_file)?;
-        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
-        let runner = component
-            .runner()?
-            .with_memory_limit(Some(env::max_memory(&vars)))
-            .with_progress(terminal_progress());
-        runner.handle(&vars, "POST", path, "").await
-    }
-    .await;
-    if let Some(sink) = terminal_progress() {
-        sink.finish();
-    }
-    match result {
+    match call(component, env_file, path).await {
         Ok((status, body)) => {
             println!("{}", envelope_line(status, &body));
             if status == 200 {
@@ -335,15 +354,7 @@ async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            let message = one_line_error(&e);
-            eprintln!("spaces-backup: error: {message}");
-            println!(
-                "{}",
-                envelope_line(500, host_error_body(&message).as_bytes())
-            );
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -368,26 +379,9 @@ async fn verify(
     json: bool,
 ) -> ExitCode {
     let path = format!("/verify?archive={}{mode}", query_encode(archive));
-    let result = async {
-        let mut vars = load_env(env_file)?;
-        vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
-        let runner = component
-            .runner()?
-            .with_memory_limit(Some(env::max_memory(&vars)));
-        runner.handle(&vars, "POST", &path, "").await
-    }
-    .await;
-    let (status, body) = match result {
+    let (status, body) = match call(component, env_file, &path).await {
         Ok(answer) => answer,
-        Err(e) => {
-            let message = one_line_error(&e);
-            eprintln!("spaces-backup: error: {message}");
-            println!(
-                "{}",
-                envelope_line(500, host_error_body(&message).as_bytes())
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if json || status != 200 {
