@@ -3,9 +3,11 @@
 //! response envelope, i.e. the HTTP body) or stderr (the logs), holds a secret, a key or a
 //! signature. One case also goes through `spaces-backup serve` and its HTTP body.
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -72,13 +74,8 @@ impl Outcome {
 }
 
 fn run(env: &[(&str, String)], cwd: &Path) -> Outcome {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spaces-backup"));
-    cmd.arg("run").current_dir(cwd).env_clear();
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
+    let mut cmd = common::host_command();
+    cmd.arg("run").current_dir(cwd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -265,17 +262,11 @@ fn serve_answers_bad_input_without_secrets() {
     let mut env = base_env(&s3);
     env.retain(|(k, _)| *k != "SPACES_SECRET");
     env.push(("SPACES_SECRET", WRONG_SECRET.into()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spaces-backup"));
+    let mut cmd = common::host_command();
     cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
-        .env_clear()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
     for (k, v) in &env {
         cmd.env(k, v);
     }

@@ -2,6 +2,8 @@
 //! `require` the file and call `main(args)` with the function's environment set, against
 //! the local S3 server; the wrapper runs the host binary with a precompiled component.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,19 +33,13 @@ fn precompiled(dir: &Path) -> PathBuf {
 fn invoke(env: &[(&str, String)], args: Value) -> (Value, String) {
     let script = "require(process.argv[1]).main(JSON.parse(process.argv[2]))\
                   .then((r) => process.stdout.write(JSON.stringify(r)))";
-    let mut cmd = Command::new("node");
+    let mut cmd = common::clean_command("node");
     cmd.args([
         "-e",
         script,
         function_dir().join("index.js").to_str().unwrap(),
         &args.to_string(),
-    ])
-    .env_clear();
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
+    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,6 +1,8 @@
 //! SIGTERM (or SIGINT) during `spaces-backup run` aborts the multipart upload before the
 //! process exits, and the envelope says so.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,30 +27,17 @@ fn sigterm_during_a_run_aborts_the_upload() {
         .collect();
     s3.put_object("source", "big.bin", &noise).unwrap();
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spaces-backup"));
+    let mut cmd = common::host_command();
     cmd.arg("run")
         .current_dir(dir.path())
-        .env_clear()
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
-    for (k, v) in [
-        ("SOURCE_BUCKET", "source"),
-        ("SOURCE_ENDPOINT", s3.endpoint()),
-        ("DEST_BUCKET", "dest"),
-        ("DEST_ENDPOINT", s3.endpoint()),
-        ("SPACES_KEY", s3.access_key()),
-        ("SPACES_SECRET", s3.secret_key()),
-        ("PART_SIZE", "5MiB"),
-        ("CONCURRENCY", "2"),
-        ("COMPRESSION", "store"),
-    ] {
-        cmd.env(k, v);
-    }
+        .stderr(Stdio::piped())
+        .envs(common::backup_vars(&s3))
+        .envs([
+            ("PART_SIZE", "5MiB"),
+            ("CONCURRENCY", "2"),
+            ("COMPRESSION", "store"),
+        ]);
     let child = cmd.spawn().unwrap();
     let started = Instant::now();
     while !s3.requests().iter().any(|r| r.operation == "UploadPart") {

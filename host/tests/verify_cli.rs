@@ -1,30 +1,19 @@
 //! `spaces-backup run` then `spaces-backup verify --archive KEY`: lines, summary and
 //! exit codes, through the real CLI.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use spaces_backup_host::s3server::S3Server;
 
 fn cli(s3: &S3Server, cwd: &Path, args: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spaces-backup"));
-    cmd.args(args).current_dir(cwd).env_clear();
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
-    for (k, v) in [
-        ("SOURCE_BUCKET", "source"),
-        ("SOURCE_ENDPOINT", s3.endpoint()),
-        ("DEST_BUCKET", "dest"),
-        ("DEST_ENDPOINT", s3.endpoint()),
-        ("SPACES_KEY", s3.access_key()),
-        ("SPACES_SECRET", s3.secret_key()),
-    ] {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = common::host_command()
+        .args(args)
+        .current_dir(cwd)
+        .envs(common::backup_vars(s3))
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

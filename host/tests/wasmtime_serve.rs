@@ -2,6 +2,8 @@
 //! `wasmtime serve -Scli -Sinherit-env spaces_backup.wasm`, then `curl -X POST /backup`.
 //! Needs `wasmtime` 48.0.8 (wasmtime-cli) on PATH; `.ci/run` installs it when missing.
 
+mod common;
+
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,28 +51,13 @@ fn a_backup_through_wasmtime_serve() {
     s3.put_object("source", "dir/b.txt", b"beta").unwrap();
 
     let port = free_port();
-    let mut cmd = Command::new("wasmtime");
+    let mut cmd = common::clean_command("wasmtime");
     cmd.args(["serve", "-Scli", "-Sinherit-env", "--addr"])
         .arg(format!("127.0.0.1:{port}"))
         .arg(EMBEDDED_COMPONENT_PATH)
-        .env_clear()
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for var in ["HOME", "PATH"] {
-        if let Ok(v) = std::env::var(var) {
-            cmd.env(var, v);
-        }
-    }
-    for (k, v) in [
-        ("SOURCE_BUCKET", "source"),
-        ("SOURCE_ENDPOINT", s3.endpoint()),
-        ("DEST_BUCKET", "dest"),
-        ("DEST_ENDPOINT", s3.endpoint()),
-        ("SPACES_KEY", s3.access_key()),
-        ("SPACES_SECRET", s3.secret_key()),
-    ] {
-        cmd.env(k, v);
-    }
+        .stderr(Stdio::piped())
+        .envs(common::backup_vars(&s3));
     let _server = Server(cmd.spawn().unwrap());
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
