@@ -497,6 +497,30 @@ fn check_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result<()> 
 /// Checksums the client announced (`x-amz-checksum-*` headers or
 /// trailers, `x-amz-sdk-checksum-algorithm`), computed over `data` and
 /// compared; the computed ones are returned for the response.
+/// The body of a PutObject or UploadPart with its Content-MD5 and checksums checked, as
+/// `(data, md5, checksum)`. A macro: the two inputs are distinct types with these fields.
+macro_rules! checked_body {
+    ($input:ident, $trailers:expr) => {{
+        let data = read_body($input.body).await?;
+        let md5 = Md5::checksum(&data);
+        check_content_md5($input.content_md5.as_deref(), &md5)?;
+        let checksum = check_checksums(
+            &data,
+            $input.checksum_algorithm.as_ref(),
+            Checksum {
+                checksum_crc32: $input.checksum_crc32,
+                checksum_crc32c: $input.checksum_crc32c,
+                checksum_crc64nvme: $input.checksum_crc64nvme,
+                checksum_sha1: $input.checksum_sha1,
+                checksum_sha256: $input.checksum_sha256,
+                checksum_type: None,
+            },
+            $trailers,
+        )?;
+        (data, md5, checksum)
+    }};
+}
+
 fn check_checksums(
     data: &[u8],
     algorithm: Option<&ChecksumAlgorithm>,
@@ -971,22 +995,7 @@ impl S3 for MemStore {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
-        let data = read_body(input.body).await?;
-        let md5 = Md5::checksum(&data);
-        check_content_md5(input.content_md5.as_deref(), &md5)?;
-        let checksum = check_checksums(
-            &data,
-            input.checksum_algorithm.as_ref(),
-            Checksum {
-                checksum_crc32: input.checksum_crc32,
-                checksum_crc32c: input.checksum_crc32c,
-                checksum_crc64nvme: input.checksum_crc64nvme,
-                checksum_sha1: input.checksum_sha1,
-                checksum_sha256: input.checksum_sha256,
-                checksum_type: None,
-            },
-            req.trailing_headers.as_ref(),
-        )?;
+        let (data, md5, checksum) = checked_body!(input, req.trailing_headers.as_ref());
         let etag = hex(&md5);
         let size = to_i64(data.len());
         let metadata = input.metadata.unwrap_or_default().into_iter().collect();
@@ -1292,22 +1301,7 @@ impl S3 for MemStore {
                 return Err(no_such_upload());
             }
         }
-        let data = read_body(input.body).await?;
-        let md5 = Md5::checksum(&data);
-        check_content_md5(input.content_md5.as_deref(), &md5)?;
-        let checksum = check_checksums(
-            &data,
-            input.checksum_algorithm.as_ref(),
-            Checksum {
-                checksum_crc32: input.checksum_crc32,
-                checksum_crc32c: input.checksum_crc32c,
-                checksum_crc64nvme: input.checksum_crc64nvme,
-                checksum_sha1: input.checksum_sha1,
-                checksum_sha256: input.checksum_sha256,
-                checksum_type: None,
-            },
-            req.trailing_headers.as_ref(),
-        )?;
+        let (data, md5, checksum) = checked_body!(input, req.trailing_headers.as_ref());
 
         let mut state = self.lock();
         // Aborted or completed while the body was coming in?
