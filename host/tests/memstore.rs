@@ -3,14 +3,16 @@
 //! plain and `encoding-type=url`, paged → GetObject), ranges and
 //! preconditions, Content-Type and metadata, multipart rules, and errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use hmac::{Hmac, KeyInit as _, Mac as _};
 use http_body_util::{BodyExt as _, Full};
 use s3s::crypto::{Checksum as _, Md5};
-use sha2::{Digest as _, Sha256};
 use spaces_backup_host::s3server::{MemStore, S3Server};
+
+use common::sigv4::{amz_dates, authorization, enc, hex};
 
 const AK: &str = "AKIDMEMTEST";
 const SK: &str = "mem/secret+key";
@@ -111,7 +113,7 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let (date, amz_date) = amz_dates(now);
+        let (_, amz_date) = amz_dates(now);
         let mut req = http::Request::builder()
             .method(method)
             .uri(&uri)
@@ -124,28 +126,17 @@ impl Client {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let canonical = format!(
-            "{method}\n{path}\n{query_string}\nhost:{}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD",
-            self.host
-        );
-        let scope = format!("{date}/us-east-1/s3/aws4_request");
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical.as_bytes()))
-        );
-        let mut key = hmac(
-            format!("AWS4{}", self.secret_key).as_bytes(),
-            date.as_bytes(),
-        );
-        for part in ["us-east-1", "s3", "aws4_request"] {
-            key = hmac(&key, part.as_bytes());
-        }
-        let signature = hex(&hmac(&key, to_sign.as_bytes()));
         req = req.header(
             "authorization",
-            format!(
-                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
-                self.access_key
+            authorization(
+                method,
+                path,
+                query_string,
+                &self.host,
+                &amz_date,
+                "us-east-1",
+                &self.access_key,
+                &self.secret_key,
             ),
         );
         let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
@@ -197,52 +188,11 @@ impl Client {
     }
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SigV4's URI encoding: every byte but `A-Za-z0-9-_.~` as `%XX`.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The request path of an object: the key encoded as SigV4 wants it for
 /// S3 (`/` kept as is, so `//`, a leading `/` and `..` go over literally).
 fn object_path(bucket: &str, key: &str) -> String {
     let encoded: Vec<String> = key.split('/').map(enc).collect();
     format!("/{bucket}/{}", encoded.join("/"))
-}
-
-/// (`YYYYMMDD`, `YYYYMMDDTHHMMSSZ`) for a Unix time (civil-from-days).
-fn amz_dates(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let date = format!("{y:04}{m:02}{d:02}");
-    let time = format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
-    (date.clone(), format!("{date}T{time}Z"))
 }
 
 fn md5_hex(data: &[u8]) -> String {

@@ -2,13 +2,15 @@
 //! tests rely on it: SigV4 enforced, seeded objects listed and served,
 //! multipart uploads tracked, faults injected as asked.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hmac::{Hmac, KeyInit as _, Mac as _};
 use http_body_util::{BodyExt as _, Full};
-use sha2::{Digest as _, Sha256};
 use spaces_backup_host::s3server::{Fault, S3Server};
+
+use common::sigv4::{amz_dates, authorization, enc};
 
 const AK: &str = "AKIDTEST";
 const SK: &str = "test/secret+key";
@@ -97,7 +99,7 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let (date, amz_date) = amz_dates(now);
+        let (_, amz_date) = amz_dates(now);
         let mut req = http::Request::builder()
             .method(method)
             .uri(&uri)
@@ -111,28 +113,17 @@ impl Client {
             req = req.header(*name, *value);
         }
         if sign {
-            let canonical = format!(
-                "{method}\n{path}\n{query_string}\nhost:{}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD",
-                self.host
-            );
-            let scope = format!("{date}/nyc3/s3/aws4_request");
-            let to_sign = format!(
-                "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-                hex(&Sha256::digest(canonical.as_bytes()))
-            );
-            let mut key = hmac(
-                format!("AWS4{}", self.secret_key).as_bytes(),
-                date.as_bytes(),
-            );
-            for part in ["nyc3", "s3", "aws4_request"] {
-                key = hmac(&key, part.as_bytes());
-            }
-            let signature = hex(&hmac(&key, to_sign.as_bytes()));
             req = req.header(
                 "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
-                    self.access_key
+                authorization(
+                    method,
+                    path,
+                    &query_string,
+                    &self.host,
+                    &amz_date,
+                    "nyc3",
+                    &self.access_key,
+                    &self.secret_key,
                 ),
             );
         }
@@ -159,46 +150,6 @@ impl Client {
             body,
         })
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// (`YYYYMMDD`, `YYYYMMDDTHHMMSSZ`) for a Unix time (civil-from-days).
-fn amz_dates(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let date = format!("{y:04}{m:02}{d:02}");
-    let time = format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
-    (date.clone(), format!("{date}T{time}Z"))
 }
 
 fn server() -> (tempfile::TempDir, S3Server) {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod sigv4;
+
 use std::process::Command;
 
 use spaces_backup_host::s3server::S3Server;
