@@ -1,18 +1,28 @@
-//! The component's entry point: `wasi:http/incoming-handler` with `POST /backup` and
-//! `GET /health`. Configuration comes from the environment of the instance.
+//! The component's entry point, `wasi:http/incoming-handler`: route → job → one
+//! response. Configuration comes from the environment of the instance; each job's
+//! failure becomes the same `{error, message, code}` body.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use serde_json::{json, Value};
+use crate::bindings::wasi;
+use serde::Serialize;
+use serde_json::json;
 use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
-use crate::{backup, config, log};
+use crate::config::{self, Config};
+use crate::error::Failure;
+use crate::io::{http, log};
+use crate::model::{ErrorBody, Health, VerifyAnswer};
+use crate::s3::clients;
+use crate::{backup, restore, verify};
 
 pub struct Handler;
 
-impl wasi::exports::http::incoming_handler::Guest for Handler {
+impl crate::bindings::exports::wasi::http::incoming_handler::Guest for Handler {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let full = request.path_with_query().unwrap_or_default();
         let (path, query) = full.split_once('?').unwrap_or((&full, ""));
@@ -26,186 +36,191 @@ impl wasi::exports::http::incoming_handler::Guest for Handler {
 const ROUTES: &str = "use POST /backup, POST /verify?archive=KEY[&deep=true|&integrity=true], \
      POST /restore?archive=KEY&to=BUCKET[/PREFIX][&overwrite=true] or GET /health";
 
-fn route(method: &Method, path: &str, query: &str) -> (u16, Value) {
+/// A response: its status and its JSON body.
+type Answer = (u16, String);
+
+fn json_body(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
+}
+
+fn route(method: &Method, path: &str, query: &str) -> Answer {
+    let query = Query::parse(query);
     match (method, path.trim_end_matches('/')) {
-        (Method::Post, "/backup") => run_backup(),
-        (Method::Post, "/verify") => run_verify(query),
-        (Method::Post, "/restore") => run_restore(query),
+        (Method::Post, "/backup") => job("Backup failed", |config| {
+            backup::run(config).map(|outcome| json_body(&outcome))
+        }),
+        (Method::Post, "/verify") => job("Verify failed", |config| run_verify(config, &query)),
+        (Method::Post, "/restore") => job("Restore failed", |config| run_restore(config, &query)),
         (Method::Get, "/health" | "") => (
             200,
-            json!({"status": "ok", "service": "spaces-backup", "version": env!("CARGO_PKG_VERSION")}),
+            json_body(&Health {
+                status: "ok".into(),
+                service: "spaces-backup".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
         ),
-        (_, "/backup" | "/verify" | "/restore" | "/health") => (
-            405,
-            json!({"error": "Method not allowed", "message": ROUTES}),
-        ),
-        _ => (404, json!({"error": "Not found", "message": ROUTES})),
+        (_, "/backup" | "/verify" | "/restore" | "/health") => {
+            (405, error_body("Method not allowed", ROUTES, None))
+        }
+        _ => (404, error_body("Not found", ROUTES, None)),
     }
 }
 
-/// The configuration from the environment, or the 400 answer that names what is wrong.
-fn load_config(failed: &str) -> Result<config::Config, (u16, Value)> {
-    let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
-        .into_iter()
-        .collect();
-    match config::from_env(&env) {
-        Ok(config) => {
-            log::init(
-                config.log_level,
-                &[
-                    &config.credentials.access_key,
-                    &config.credentials.secret_key,
-                ],
-            );
-            Ok(config)
-        }
-        Err(e) => {
-            log::error("config_invalid", json!({"message": e.to_string()}));
-            Err((
-                400,
-                json!({"error": failed, "message": e.to_string(), "code": "InvalidConfiguration"}),
-            ))
-        }
-    }
-}
-
-/// `archive=KEY` (percent-encoded), `deep=true` and `integrity=true` from a query string.
-fn verify_params(query: &str) -> (Option<String>, bool, bool) {
-    let mut archive = None;
-    let (mut deep, mut integrity) = (false, false);
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let on = matches!(value, "true" | "1" | "yes" | "");
-        match name {
-            "archive" => archive = Some(crate::util::percent_decode(value)),
-            "deep" => deep = on,
-            "integrity" => integrity = on,
-            _ => {}
-        }
-    }
-    (archive.filter(|a| !a.is_empty()), deep, integrity)
-}
-
-/// Compares an archive with the source bucket (see [`crate::verify`]).
-pub fn run_verify(query: &str) -> (u16, Value) {
-    let config = match load_config("Verify failed") {
-        Ok(c) => c,
-        Err(answer) => return answer,
-    };
-    let (Some(archive), deep, integrity) = verify_params(query) else {
-        return (
-            400,
-            json!({"error": "Verify failed", "code": "InvalidRequest",
-                   "message": "name the archive: POST /verify?archive=KEY (its key in DEST_BUCKET, percent-encoded)"}),
-        );
-    };
-    let retries = std::rc::Rc::new(std::cell::Cell::new(0));
-    let (src, dst) = backup::clients(&config, &retries);
-    let result = if integrity {
-        crate::integrity::run(&config, &dst, &archive)
-    } else {
-        crate::verify::run(&config, &src, &dst, &archive, deep)
-    };
-    match result {
-        Ok(mut body) => {
-            body["retries"] = json!(retries.get());
-            log::info(
-                "verify_done",
-                json!({"identical": body["identical"], "archiveName": archive}),
-            );
-            (200, body)
-        }
-        Err(e) => {
-            let message = log::scrub(&e.message);
-            log::error("verify_failed", json!({"code": e.code, "message": message}));
-            (
-                e.status,
-                json!({"error": "Verify failed", "message": message, "code": e.code}),
-            )
-        }
-    }
-}
-
-/// The value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::util::percent_decode(v))
+fn error_body(error: &str, message: &str, code: Option<&str>) -> String {
+    json_body(&ErrorBody {
+        error: error.into(),
+        message: message.into(),
+        code: code.map(str::to_string),
     })
 }
 
-/// Restores an archive into a bucket (see [`crate::restore`]).
-pub fn run_restore(query: &str) -> (u16, Value) {
-    let config = match load_config("Restore failed") {
+/// Runs one job with the configuration from the environment: a bad configuration is a
+/// 400 naming what is wrong, a failure its kind's status with the words for the user.
+fn job(failed: &str, run: impl FnOnce(&Config) -> Result<String, Failure>) -> Answer {
+    let config = match load_config() {
         Ok(c) => c,
-        Err(answer) => return answer,
-    };
-    let invalid = |message: String| {
-        (
-            400,
-            json!({"error": "Restore failed", "code": "InvalidRequest", "message": message}),
-        )
-    };
-    let Some(archive) = query_param(query, "archive").filter(|a| !a.is_empty()) else {
-        return invalid("name the archive: POST /restore?archive=KEY&to=BUCKET[/PREFIX]".into());
-    };
-    let Some(to) = query_param(query, "to").filter(|t| !t.is_empty()) else {
-        return invalid(
-            "name where to restore: POST /restore?archive=KEY&to=BUCKET[/PREFIX]".into(),
-        );
-    };
-    let (bucket, prefix) = match crate::restore::parse_target(&to) {
-        Ok(t) => t,
-        Err(e) => return invalid(e),
-    };
-    let overwrite = query_param(query, "overwrite")
-        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | ""));
-    let retries = std::rc::Rc::new(std::cell::Cell::new(0));
-    let (_, dst) = backup::clients(&config, &retries);
-    let mut target_config = config.clone();
-    target_config.source = crate::restore::target(&config, &bucket);
-    let (target, _) = backup::clients(&target_config, &retries);
-    match crate::restore::run(&config, &dst, &target, &archive, &prefix, overwrite) {
-        Ok(mut body) => {
-            body["retries"] = json!(retries.get());
-            log::info("restore_done", body.clone());
-            (200, body)
+        Err(e) => {
+            log::error("config_invalid", json!({"message": e.message}));
+            return (e.status(), error_body(failed, &e.message, Some(e.code())));
         }
+    };
+    match run(&config) {
+        Ok(body) => (200, body),
         Err(e) => {
             let message = log::scrub(&e.message);
-            log::error(
-                "restore_failed",
-                json!({"code": e.code, "message": message}),
+            let event = format!(
+                "{}_failed",
+                failed
+                    .split(' ')
+                    .next()
+                    .unwrap_or("job")
+                    .to_ascii_lowercase()
             );
-            (
-                e.status,
-                json!({"error": "Restore failed", "message": message, "code": e.code}),
-            )
+            log::error(&event, json!({"code": e.code(), "message": message}));
+            (e.status(), error_body(failed, &message, Some(e.code())))
         }
     }
 }
 
-/// Runs one backup and returns the original function's `statusCode` and `body`.
-pub fn run_backup() -> (u16, Value) {
-    let config = match load_config("Backup failed") {
-        Ok(c) => c,
-        Err(answer) => return answer,
+/// The configuration from the environment, with the log set up to redact its secrets.
+fn load_config() -> Result<Config, Failure> {
+    let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
+        .into_iter()
+        .collect();
+    let config = config::from_env(&env)
+        .map_err(|e| Failure::new(crate::error::Kind::Configuration, e.to_string()))?;
+    log::init(
+        config.log_level,
+        &[
+            &config.credentials.access_key,
+            &config.credentials.secret_key,
+        ],
+    );
+    Ok(config)
+}
+
+/// A request's query parameters, percent-decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Self {
+        Self(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// A parameter's value; empty counts as absent.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A flag: present with no value, or `true`, `1`, `yes`.
+    fn flag(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1" | "yes" | ""))
+    }
+}
+
+fn invalid(message: &str) -> Failure {
+    Failure::new(crate::error::Kind::Request, message)
+}
+
+/// Compares an archive with the source bucket (see [`crate::verify`]).
+fn run_verify(config: &Config, query: &Query) -> Result<String, Failure> {
+    let archive = query.get("archive").ok_or_else(|| {
+        invalid(
+            "name the archive: POST /verify?archive=KEY (its key in DEST_BUCKET, percent-encoded)",
+        )
+    })?;
+    let retries = Rc::new(Cell::new(0));
+    let (src, dst) = clients(config, &retries);
+    let mut answer = if query.flag("integrity") {
+        VerifyAnswer::Integrity(verify::integrity::run(&dst, archive)?)
+    } else {
+        VerifyAnswer::Compare(verify::run(
+            config,
+            &src,
+            &dst,
+            archive,
+            query.flag("deep"),
+        )?)
     };
-    match backup::run(&config) {
-        Ok(summary) => (200, summary.body),
-        Err(e) => {
-            let message = log::scrub(&e.message);
-            log::error("backup_failed", json!({"code": e.code, "message": message}));
-            (
-                e.status,
-                json!({"error": "Backup failed", "message": message, "code": e.code}),
-            )
+    let identical = match &mut answer {
+        VerifyAnswer::Integrity(r) => {
+            r.retries = retries.get();
+            r.identical
         }
-    }
+        VerifyAnswer::Compare(r) => {
+            r.retries = retries.get();
+            r.identical
+        }
+    };
+    log::info(
+        "verify_done",
+        json!({"identical": identical, "archiveName": archive}),
+    );
+    Ok(json_body(&answer))
 }
 
-fn respond(out: ResponseOutparam, status: u16, body: &Value) {
-    let bytes = log::scrub(&body.to_string()).into_bytes();
+/// Restores an archive into a bucket (see [`crate::restore`]).
+fn run_restore(config: &Config, query: &Query) -> Result<String, Failure> {
+    let archive = query
+        .get("archive")
+        .ok_or_else(|| invalid("name the archive: POST /restore?archive=KEY&to=BUCKET[/PREFIX]"))?;
+    let to = query.get("to").ok_or_else(|| {
+        invalid("name where to restore: POST /restore?archive=KEY&to=BUCKET[/PREFIX]")
+    })?;
+    let (bucket, prefix) = restore::parse_target(to).map_err(|e| invalid(&e))?;
+    let retries = Rc::new(Cell::new(0));
+    let (_, dst) = clients(config, &retries);
+    let mut target_config = config.clone();
+    target_config.source = restore::target(config, &bucket);
+    let (target, _) = clients(&target_config, &retries);
+    let mut report = restore::run(
+        config,
+        &dst,
+        &target,
+        archive,
+        &prefix,
+        query.flag("overwrite"),
+    )?;
+    report.retries = retries.get();
+    log::info(
+        "restore_done",
+        serde_json::to_value(&report).unwrap_or_default(),
+    );
+    Ok(json_body(&report))
+}
+
+fn respond(out: ResponseOutparam, status: u16, body: &str) {
+    let bytes = log::scrub(body).into_bytes();
     let headers = Fields::new();
     let _ = headers.append("content-type", b"application/json");
     let _ = headers.append("content-length", bytes.len().to_string().as_bytes());
@@ -217,7 +232,7 @@ fn respond(out: ResponseOutparam, status: u16, body: &Value) {
     ResponseOutparam::set(out, Ok(response));
     if let Ok(stream) = outgoing.write() {
         // The client may have gone away; there is nobody left to tell.
-        let _ = crate::http::write_all(&stream, &bytes);
+        let _ = http::write_all(&stream, &bytes);
     }
     let _ = OutgoingBody::finish(outgoing, None);
 }
@@ -225,4 +240,4 @@ fn respond(out: ResponseOutparam, status: u16, body: &Value) {
 // Only the component exports the handler: a native build links a shared library whose
 // version script cannot hold these export names.
 #[cfg(target_arch = "wasm32")]
-wasi::http::proxy::export!(Handler with_types_in wasi);
+crate::bindings::export!(Handler with_types_in crate::bindings);

@@ -1,31 +1,27 @@
 //! spaces-backup: copies every object of an S3-compatible bucket into one ZIP archive,
 //! streamed into a destination bucket with multipart upload.
 //!
-//! The pipeline, one file per stage: [`list`] → [`fetch`] → [`archive`] → [`upload`],
-//! driven by [`backup`]. Pure logic ([`sigv4`], [`xml`], [`config`], [`naming`],
-//! [`parts`], [`retry`], [`filter`], [`zipformat`]) is apart from I/O ([`http`], the thin `wasi:http` layer).
+//! ```text
+//! handler ── route → job → one response
+//!   ├─ backup/   list → fetch → archive → parts → upload, driven by pipeline
+//!   ├─ restore/  archive → bucket (puts: the concurrent PUT pool)
+//!   └─ verify/   manifest against a listing; integrity: every CRC, no source needed
+//! zip/    the format: spec (records), write, read, manifest, remote (a ZIP in a bucket)
+//! s3/     the client: ops (one constructor per operation), sigv4, xml, retry, error
+//! io/     http (the thin wasi:http layer), log
+//! config, select, naming, error, model: pure, tested natively
+//! ```
 
-pub mod archive;
-pub mod backup;
-pub mod config;
-pub mod fetch;
-pub mod filter;
-pub mod handler;
-pub mod http;
-pub mod integrity;
-pub mod list;
-pub mod log;
+pub(crate) mod backup;
+mod bindings;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod handler;
+pub(crate) mod io;
+pub mod model;
 pub mod naming;
-pub mod parts;
-pub mod puts;
-pub mod restore;
-pub mod retention;
-pub mod retry;
-pub mod s3;
-pub mod sigv4;
-pub mod upload;
-pub mod util;
-pub mod verify;
-pub mod xml;
-pub mod zipformat;
-pub mod zipread;
+pub(crate) mod restore;
+pub(crate) mod s3;
+pub(crate) mod select;
+pub(crate) mod verify;
+pub(crate) mod zip;

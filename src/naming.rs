@@ -1,15 +1,29 @@
-//! Names: the archive's key in the destination, and each object's entry name in the ZIP.
+//! Names: the archive's key in the destination (and the times in it), and each object's
+//! entry name in the ZIP.
 
 use std::borrow::Cow;
 
 use time::OffsetDateTime;
 
-use crate::util::iso_millis;
+/// `2025-12-19T10:30:00.000Z`: ISO 8601 in UTC with milliseconds, as JavaScript's
+/// `Date.toISOString()` writes it (the seed function's archive names use it).
+pub fn iso_millis(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
 
-/// Where the manifest goes: the archive's last entry.
-pub const MANIFEST_NAME: &str = ".spaces-backup/manifest.jsonl";
-/// The manifest's folder: no entry may take its name.
-pub const MANIFEST_DIR: &str = ".spaces-backup/";
+/// Parses S3's `LastModified` (`2009-10-12T17:50:30.000Z`, RFC 3339).
+pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
 
 /// `${prefix}/backup-${bucket}-${ISO time with ':' and '.' as '-'}.zip`, as the original
 /// function names its archives.
@@ -36,7 +50,7 @@ pub fn archive_time(key: &str, prefix: &str, source_bucket: &str) -> Option<Offs
     iso.replace_range(13..14, ":");
     iso.replace_range(16..17, ":");
     iso.replace_range(19..20, ".");
-    let t = crate::util::parse_rfc3339(&iso)?;
+    let t = parse_rfc3339(&iso)?;
     // Only a name this tool would have written for that time.
     (archive_key(prefix, source_bucket, t) == key).then_some(t)
 }
@@ -113,7 +127,7 @@ mod tests {
 
     #[test]
     fn archive_key_matches_the_original() {
-        let t = crate::util::parse_rfc3339("2025-12-19T10:30:00.000Z").unwrap();
+        let t = parse_rfc3339("2025-12-19T10:30:00.000Z").unwrap();
         assert_eq!(
             archive_key("backups", "my-source-bucket", t),
             "backups/backup-my-source-bucket-2025-12-19T10-30-00-000Z.zip"
@@ -121,8 +135,15 @@ mod tests {
     }
 
     #[test]
+    fn iso_and_back() {
+        let t = parse_rfc3339("2025-12-19T10:30:00.123Z").unwrap();
+        assert_eq!(iso_millis(t), "2025-12-19T10:30:00.123Z");
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+
+    #[test]
     fn archive_times_round_trip() {
-        let t = crate::util::parse_rfc3339("2025-12-19T10:30:00.123Z").unwrap();
+        let t = parse_rfc3339("2025-12-19T10:30:00.123Z").unwrap();
         let key = archive_key("backups", "my-src", t);
         assert_eq!(archive_time(&key, "backups", "my-src"), Some(t));
         assert_eq!(archive_time(&key, "backups", "my"), None);

@@ -13,8 +13,9 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use crate::s3server::S3Server;
 use crate::Runner;
+use spaces_backup::model::human_bytes;
+use spaces_backup_testkit::S3Server;
 
 pub const SOURCE_BUCKET: &str = "demo-source";
 pub const DEST_BUCKET: &str = "demo-backups";
@@ -164,38 +165,71 @@ pub async fn run(runner: &Runner, opts: &DemoOptions) -> Result<DemoOutcome> {
     Ok(outcome)
 }
 
+/// Checks the archive the backup reported against what was seeded: found, of the size
+/// reported, every object inside byte for byte.
 fn verify(
     server: &S3Server,
     objects: &BTreeMap<String, Vec<u8>>,
     body: &Value,
     outcome: &mut DemoOutcome,
 ) {
-    let Some(key) = body.get("archiveName").and_then(Value::as_str) else {
-        outcome
-            .problems
-            .push("the response has no archiveName".into());
-        return;
-    };
-    outcome.archive_key = Some(key.to_string());
-    let path = match server.object_path(DEST_BUCKET, key) {
-        Ok(p) => p,
-        Err(e) => {
-            outcome.problems.push(format!("{e:#}"));
-            return;
-        }
-    };
-    outcome.archive_path = Some(path.clone());
-    let file = match std::fs::File::open(&path) {
+    let file = match find_archive(server, body, outcome) {
         Ok(f) => f,
-        Err(e) => {
-            outcome.problems.push(format!(
-                "archive {key} not found in {DEST_BUCKET} ({}): {e}",
-                path.display()
-            ));
+        Err(problem) => {
+            outcome.problems.push(problem);
             return;
         }
     };
+    check_counts(objects, body, outcome);
+    let mut archive = match zip::ZipArchive::new(file) {
+        Ok(a) => a,
+        Err(e) => {
+            outcome
+                .problems
+                .push(format!("the archive does not open as a ZIP: {e}"));
+            return;
+        }
+    };
+    outcome.entries = archive.len();
+    let seen = compare_entries(&mut archive, objects, outcome);
+    let missing: Vec<&String> = objects.keys().filter(|k| !seen.contains(*k)).collect();
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
+        outcome.problems.push(format!(
+            "{} object(s) missing from the archive, e.g. {}",
+            missing.len(),
+            shown.join(", ")
+        ));
+    }
+}
+
+/// The archive named by the response, opened from the server's folder.
+fn find_archive(
+    server: &S3Server,
+    body: &Value,
+    outcome: &mut DemoOutcome,
+) -> Result<std::fs::File, String> {
+    let key = body
+        .get("archiveName")
+        .and_then(Value::as_str)
+        .ok_or("the response has no archiveName")?;
+    outcome.archive_key = Some(key.to_string());
+    let path = server
+        .object_path(DEST_BUCKET, key)
+        .map_err(|e| format!("{e:#}"))?;
+    outcome.archive_path = Some(path.clone());
+    let file = std::fs::File::open(&path).map_err(|e| {
+        format!(
+            "archive {key} not found in {DEST_BUCKET} ({}): {e}",
+            path.display()
+        )
+    })?;
     outcome.archive_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(file)
+}
+
+/// The response's counts against the stored archive and the seeded bucket.
+fn check_counts(objects: &BTreeMap<String, Vec<u8>>, body: &Value, outcome: &mut DemoOutcome) {
     if let Some(reported) = body.get("archiveSize").and_then(Value::as_u64) {
         if reported != outcome.archive_size {
             outcome.problems.push(format!(
@@ -212,17 +246,14 @@ fn verify(
             ));
         }
     }
+}
 
-    let mut archive = match zip::ZipArchive::new(file) {
-        Ok(a) => a,
-        Err(e) => {
-            outcome
-                .problems
-                .push(format!("the archive does not open as a ZIP: {e}"));
-            return;
-        }
-    };
-    outcome.entries = archive.len();
+/// Every entry against the object of its name; returns the names found.
+fn compare_entries(
+    archive: &mut zip::ZipArchive<std::fs::File>,
+    objects: &BTreeMap<String, Vec<u8>>,
+    outcome: &mut DemoOutcome,
+) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..archive.len() {
         let mut entry = match archive.by_index(i) {
@@ -242,8 +273,8 @@ fn verify(
             }
         };
         let Some(expected) = objects.get(&name) else {
-            // A manifest or other extra file is allowed; objects are what
-            // must all be there, and nothing else is checked byte for byte.
+            // A manifest or other extra file is allowed; objects are what must all be
+            // there, and nothing else is checked byte for byte.
             if !entry.is_dir() {
                 eprintln!(
                     "demo: note: extra archive entry {name:?} ({} bytes)",
@@ -269,15 +300,7 @@ fn verify(
         }
         seen.insert(name);
     }
-    let missing: Vec<&String> = objects.keys().filter(|k| !seen.contains(*k)).collect();
-    if !missing.is_empty() {
-        let shown: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
-        outcome.problems.push(format!(
-            "{} object(s) missing from the archive, e.g. {}",
-            missing.len(),
-            shown.join(", ")
-        ));
-    }
+    seen
 }
 
 fn body_message(body: &Value) -> String {
@@ -369,22 +392,6 @@ fn print_report(o: &DemoOutcome, keep: bool) {
         for p in &o.problems {
             println!("    - {p}");
         }
-    }
-}
-
-/// `12.3 MiB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -594,12 +601,6 @@ mod tests {
         assert!(a
             .keys()
             .all(|k| !k.starts_with('/') && !k.ends_with('/') && !k.contains("//")));
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
     }
 
     #[test]

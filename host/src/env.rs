@@ -115,27 +115,10 @@ mod tests {
 pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 
 pub fn max_memory(vars: &[(String, String)]) -> u64 {
+    use spaces_backup::model::parse_size;
     get(vars, "MAX_MEMORY")
         .and_then(parse_size)
         .unwrap_or(DEFAULT_MAX_MEMORY)
-}
-
-/// `123`, `64KiB`, `512MiB`, `2GiB` (also `KB`/`MB`/`GB` and `K`/`M`/`G`, binary).
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -144,10 +127,6 @@ mod size_tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_size("2GiB"), Some(2 << 30));
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("lots"), None);
         let vars = vec![("MAX_MEMORY".to_string(), "768MiB".to_string())];
         assert_eq!(max_memory(&vars), 768 << 20);
         assert_eq!(max_memory(&[]), DEFAULT_MAX_MEMORY);

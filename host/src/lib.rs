@@ -9,21 +9,19 @@
 //!   environment and get `(status, body)` back;
 //! - [`serve()`]: the same HTTP interface as `wasmtime serve`;
 //! - [`envelope()`]: the `{"statusCode", "body"}` JSON the CLI prints;
-//! - [`s3server`]: an S3 server on 127.0.0.1 (s3s's protocol layer, which
-//!   checks SigV4 signatures, over s3s-fs or the in-memory [`memstore`]),
-//!   with helpers to seed buckets and inspect what landed;
-//! - [`memstore`]: an in-memory S3 backend for s3s that stores every legal
-//!   key exactly (s3s-fs cannot store keys that are not file paths);
-//! - [`demo`]: the `spaces-backup demo` command end to end.
+//! - `demo` (feature `demo`, on by default, off in the function build): the
+//!   `spaces-backup demo` command end to end, on the test kit's S3 server.
+//!
+//! The S3 servers and clients the tests use live in the test kit
+//! (`tests/testkit`), not here: what ships is only what runs.
 
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod env;
 mod envelope;
-pub mod memstore;
 mod outgoing;
 pub mod progress;
 mod runner;
-pub mod s3server;
 mod serve;
 
 pub use envelope::{envelope, envelope_line, host_error_body, host_error_envelope, one_line_error};

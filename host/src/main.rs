@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
+use spaces_backup::model::{ErrorBody, VerifyAnswer};
+#[cfg(feature = "demo")]
 use spaces_backup_host::demo::{self, DemoOptions};
 use spaces_backup_host::progress::ProgressSink;
 use spaces_backup_host::{env, envelope_line, host_error_body, one_line_error, Runner};
@@ -88,6 +90,7 @@ enum Command {
     },
     /// Back up a generated bucket on an in-process S3 server (127.0.0.1, a
     /// temporary folder) and check the archive byte for byte
+    #[cfg(feature = "demo")]
     Demo {
         #[command(flatten)]
         component: ComponentArg,
@@ -198,6 +201,7 @@ fn main() -> ExitCode {
                 };
                 verify(&component, env_file.as_deref(), &archive, mode, json).await
             }
+            #[cfg(feature = "demo")]
             Command::Demo {
                 component,
                 keep,
@@ -358,17 +362,17 @@ async fn request_once(component: &ComponentArg, env_file: Option<&Path>, path: &
     }
 }
 
-/// Percent-encodes a key for a query string (unreserved characters and `/` stay).
+/// What a key keeps unencoded in a query string: unreserved characters and `/`.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes a key for a query string.
 fn query_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, QUERY_VALUE).to_string()
 }
 
 async fn verify(
@@ -383,69 +387,67 @@ async fn verify(
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if json || status != 200 {
         println!("{}", envelope_line(status, &body));
-        if status != 200 {
-            eprintln!(
-                "spaces-backup: verify failed: {}",
-                parsed["message"].as_str().unwrap_or("no message")
-            );
+    }
+    if status != 200 {
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| "no message".into());
+        eprintln!("spaces-backup: verify failed: {message}");
+        return ExitCode::FAILURE;
+    }
+    let answer = match serde_json::from_slice::<VerifyAnswer>(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("spaces-backup: verify answered what this host does not read: {e}");
             return ExitCode::FAILURE;
         }
-    } else if parsed.get("intact").is_some() {
-        for d in parsed["damaged"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "damaged  {}  ({})",
-                d["entry"].as_str().unwrap_or("?"),
-                d["reason"].as_str().unwrap_or("?")
-            );
-        }
-        println!(
-            "{}: {} entries, {} damaged, {} bytes checked ({})",
-            parsed["message"].as_str().unwrap_or(""),
-            parsed["entries"].as_u64().unwrap_or(0),
-            parsed["damagedEntries"].as_u64().unwrap_or(0),
-            parsed["bytesChecked"].as_u64().unwrap_or(0),
-            archive,
-        );
-    } else {
-        let count = |name: &str| parsed[name].as_u64().unwrap_or(0);
-        let listed = parsed["differences"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for d in &listed {
-            let reason = d["reason"]
-                .as_str()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default();
-            println!(
-                "{:<8} {}{reason}",
-                d["status"].as_str().unwrap_or("?"),
-                d["key"].as_str().unwrap_or("?")
-            );
-        }
-        let total = count("missing") + count("changed") + count("new");
-        if total > listed.len() as u64 {
-            println!("... and {} more", total - listed.len() as u64);
-        }
-        println!(
-            "{}: {} unchanged, {} missing, {} changed, {} new ({} objects in {}, {} entries)",
-            parsed["message"].as_str().unwrap_or(""),
-            count("unchanged"),
-            count("missing"),
-            count("changed"),
-            count("new"),
-            count("objectsInArchive"),
-            archive,
-            count("entries"),
-        );
+    };
+    let identical = match &answer {
+        VerifyAnswer::Integrity(r) => r.identical,
+        VerifyAnswer::Compare(r) => r.identical,
+    };
+    if !json {
+        print_verify(&answer, archive);
     }
-    if parsed["identical"] == serde_json::Value::Bool(true) {
+    if identical {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// One line per difference (or damaged entry), then the summary.
+fn print_verify(answer: &VerifyAnswer, archive: &str) {
+    match answer {
+        VerifyAnswer::Integrity(r) => {
+            for d in &r.damaged {
+                println!("damaged  {}  ({})", d.entry, d.reason);
+            }
+            println!(
+                "{}: {} entries, {} damaged, {} bytes checked ({archive})",
+                r.message, r.entries, r.damaged_entries, r.bytes_checked,
+            );
+        }
+        VerifyAnswer::Compare(r) => {
+            for d in &r.differences {
+                let reason = d
+                    .reason
+                    .as_deref()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default();
+                println!("{:<8} {}{reason}", d.status, d.key);
+            }
+            let total = r.missing + r.changed + r.new;
+            if total > r.differences.len() as u64 {
+                println!("... and {} more", total - r.differences.len() as u64);
+            }
+            println!(
+                "{}: {} unchanged, {} missing, {} changed, {} new ({} objects in {archive}, {} entries)",
+                r.message, r.unchanged, r.missing, r.changed, r.new, r.objects_in_archive, r.entries,
+            );
+        }
     }
 }
 
@@ -464,6 +466,7 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(component: &ComponentArg, keep: bool, objects: usize) -> Result<ExitCode> {
     let runner = component.runner()?;
     let outcome = demo::run(&runner, &DemoOptions { keep, objects }).await?;

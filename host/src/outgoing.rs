@@ -441,36 +441,11 @@ impl AllowList {
 }
 
 /// `http(s)://host[:port][/]` as `(tls, "host:port")`, normalised as
-/// [`OutgoingPool::send`] normalises request URIs.
+/// [`OutgoingPool::send`] normalises request URIs: the component's own endpoint parser,
+/// with the port always given.
 fn parse_endpoint(url: &str) -> Option<(bool, String)> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else {
-        (false, url.strip_prefix("http://")?)
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
-        return None;
-    }
-    let authority: http::uri::Authority = rest.parse().ok()?;
-    let port = match authority.port() {
-        Some(p) => p.as_u16(),
-        None if rest.ends_with(':') => return None,
-        None => {
-            if tls {
-                443
-            } else {
-                80
-            }
-        }
-    };
-    if port == 0 || authority.host().is_empty() {
-        return None;
-    }
-    Some((
-        tls,
-        format!("{}:{port}", authority.host().to_ascii_lowercase()),
-    ))
+    let endpoint = spaces_backup::model::parse_endpoint(url).ok()?;
+    Some((endpoint.https, endpoint.host_port()))
 }
 
 /// The `wasi:http` hooks of one instance: outgoing requests go through the

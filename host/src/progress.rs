@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use serde_json::Value;
+use serde::Deserialize;
+use spaces_backup::model::{human_bytes, Progress};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
@@ -49,13 +50,13 @@ impl ProgressSink {
             let line: Vec<u8> = s.partial.drain(..=nl).collect();
             let text = String::from_utf8_lossy(&line[..nl]).into_owned();
             let mut err = std::io::stderr().lock();
-            match serde_json::from_str::<Value>(&text) {
-                Ok(v) if v["event"] == "progress" => {
-                    s.last_bar = bar_line(&v);
+            match progress_event(&text) {
+                Some(p) => {
+                    s.last_bar = bar_line(&p);
                     let _ = write!(err, "\r\x1b[2K{}", s.last_bar);
                     s.bar_shown = true;
                 }
-                _ => {
+                None => {
                     // Above the bar, which is then drawn again.
                     let _ = write!(err, "\r\x1b[2K{text}\n");
                     if s.bar_shown {
@@ -100,19 +101,19 @@ impl AsyncWrite for ProgressSink {
     }
 }
 
-fn human(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
+/// The log line's event name: all a line needs to say to be told apart.
+#[derive(Deserialize)]
+struct Event {
+    event: String,
+}
+
+/// The progress event a log line carries, if it is one.
+fn progress_event(line: &str) -> Option<Progress> {
+    let e: Event = serde_json::from_str(line).ok()?;
+    if e.event != "progress" {
+        return None;
     }
-    if unit == 0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    serde_json::from_str(line).ok()
 }
 
 fn duration(secs: f64) -> String {
@@ -128,12 +129,11 @@ fn duration(secs: f64) -> String {
 
 /// One line for a `progress` event: bar, objects, bytes, throughput, ETA. Until the
 /// listing is done its totals are marked `+` and there is no ETA.
-pub fn bar_line(p: &Value) -> String {
-    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-    let (objects, listed) = (n("objects"), n("listedObjects"));
-    let (read, listed_bytes) = (n("bytesRead"), n("listedBytes"));
-    let done = p["listingDone"].as_bool().unwrap_or(false);
-    let elapsed = p["elapsedSeconds"].as_f64().unwrap_or(0.0);
+pub fn bar_line(p: &Progress) -> String {
+    let (objects, listed) = (p.objects, p.listed_objects);
+    let (read, listed_bytes) = (p.bytes_read, p.listed_bytes);
+    let done = p.listing_done;
+    let elapsed = p.elapsed_seconds;
     let fraction = if listed_bytes > 0 {
         read as f64 / listed_bytes as f64
     } else if listed > 0 {
@@ -162,32 +162,43 @@ pub fn bar_line(p: &Value) -> String {
     format!(
         "[{bar}] {:>3.0}%  {objects}/{listed}{more} objects  {}/{}{more}  {}/s  {eta}",
         fraction * 100.0,
-        human(read as f64),
-        human(listed_bytes as f64),
-        human(rate),
+        human_bytes(read),
+        human_bytes(listed_bytes),
+        human_bytes(rate as u64),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn bar_lines() {
-        let p = json!({"objects": 5_000, "listedObjects": 10_000, "bytesRead": 50_000_000u64,
-                       "listedBytes": 100_000_000u64, "listingDone": true, "elapsedSeconds": 2.0});
+        let p = Progress {
+            objects: 5_000,
+            listed_objects: 10_000,
+            bytes_read: 50_000_000,
+            listed_bytes: 100_000_000,
+            listing_done: true,
+            elapsed_seconds: 2.0,
+            ..Default::default()
+        };
         assert_eq!(
             bar_line(&p),
             "[############------------]  50%  5000/10000 objects  50.0 MB/100.0 MB  25.0 MB/s  ETA 2s"
         );
-        let p = json!({"objects": 10, "listedObjects": 1000, "bytesRead": 0,
-                       "listedBytes": 0, "listingDone": false, "elapsedSeconds": 0.0});
+        let p = Progress {
+            objects: 10,
+            listed_objects: 1000,
+            ..Default::default()
+        };
         assert_eq!(
             bar_line(&p),
             "[------------------------]   1%  10/1000+ objects  0 B/0 B+  0 B/s  ETA ?"
         );
         assert_eq!(duration(3725.0), "1h02m");
-        assert_eq!(human(1_234_567.0), "1.2 MB");
+        let line = r#"{"event":"progress","level":"info","objects":3,"bytesRead":9,"listedObjects":4,"listedBytes":12,"listingDone":true,"elapsedSeconds":1.5}"#;
+        assert_eq!(progress_event(line).map(|p| p.objects), Some(3));
+        assert!(progress_event(r#"{"event":"retry","level":"warn"}"#).is_none());
     }
 }

@@ -1,0 +1,158 @@
+//! The DigitalOcean Function's entry point, run the way its Node.js runtime runs it:
+//! `require` the file and call `main(args)` with the function's environment set, against
+//! the local S3 server; the wrapper runs the host binary with a precompiled component.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use spaces_backup_testkit::server::S3Server;
+
+fn function_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("function/packages/backup/backup")
+}
+
+/// The component precompiled by this build of the host, as build.sh does for the musl one.
+fn precompiled(dir: &Path) -> PathBuf {
+    let cwasm = dir.join("spaces_backup.cwasm");
+    let out = Command::new(env!("CARGO_BIN_EXE_spaces-backup"))
+        .args(["compile", "-o", cwasm.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cwasm
+}
+
+/// `main(args)` in a fresh Node.js process with `env`; returns its result and stderr.
+fn invoke(env: &[(&str, String)], args: Value) -> (Value, String) {
+    let script = "require(process.argv[1]).main(JSON.parse(process.argv[2]))\
+                  .then((r) => process.stdout.write(JSON.stringify(r)))";
+    let mut cmd = crate::common::clean_command("node");
+    cmd.args([
+        "-e",
+        script,
+        function_dir().join("index.js").to_str().unwrap(),
+        &args.to_string(),
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("node is needed by this test (see .ci/run): {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "node failed:\n{stderr}");
+    let result = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("main() gave no JSON ({e}):\n{stderr}"));
+    (result, stderr)
+}
+
+#[test]
+fn the_function_entry_point_backs_up_and_returns_the_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3")).start().unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.txt", b"alpha").unwrap();
+    s3.put_object("source", "docs/b.txt", b"beta").unwrap();
+    let cwasm = precompiled(dir.path());
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 600_000;
+    let mut env: Vec<(&str, String)> = vec![
+        (
+            "SPACES_BACKUP_BIN",
+            env!("CARGO_BIN_EXE_spaces-backup").into(),
+        ),
+        ("SPACES_BACKUP_COMPONENT", cwasm.to_str().unwrap().into()),
+        ("__OW_DEADLINE", deadline.to_string()),
+        ("SOURCE_BUCKET", "source".into()),
+        ("SOURCE_REGION", "".into()),
+        ("SOURCE_ENDPOINT", s3.endpoint().into()),
+        ("DEST_BUCKET", "dest".into()),
+        ("DEST_ENDPOINT", s3.endpoint().into()),
+        ("SPACES_KEY", s3.access_key().into()),
+        ("SPACES_SECRET", s3.secret_key().into()),
+        // As project.yml passes a variable missing from .env.
+        ("PART_SIZE", "".into()),
+    ];
+
+    // Web-call details and a credential among the parameters: the credential is ignored.
+    let args = json!({"ARCHIVE_PREFIX": "nightly", "__ow_method": "post",
+                      "SPACES_SECRET": "not-the-secret"});
+    let (result, stderr) = invoke(&env, args);
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    let body = &result["body"];
+    assert_eq!(body["message"], "Backup completed successfully");
+    assert_eq!(body["filesBackedUp"], 2);
+    let key = body["archiveName"].as_str().unwrap();
+    assert!(key.starts_with("nightly/backup-source-"), "{key}");
+    assert!(stderr.contains("parameters_ignored") && stderr.contains("SPACES_SECRET"));
+    assert!(!stderr.contains(s3.secret_key()), "{stderr}");
+    let archive = s3.read_object("dest", key).unwrap();
+    let zip_path = dir.path().join("a.zip");
+    std::fs::write(&zip_path, archive).unwrap();
+    let listing = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+             print(' '.join(z.namelist())); print(z.read('docs/b.txt').decode())",
+            zip_path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        listing,
+        "a.txt docs/b.txt .spaces-backup/manifest.jsonl\nbeta\n"
+    );
+
+    // The same function verifies an archive: `action: verify`.
+    let (result, stderr) = invoke(&env, json!({"action": "verify", "archive": key}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["identical"], true, "{result}");
+    let (result, _) = invoke(
+        &env,
+        json!({"action": "verify", "archive": key, "mode": "integrity"}),
+    );
+    assert_eq!(result["body"]["intact"], true, "{result}");
+    s3.create_bucket("restored").unwrap();
+    let (result, stderr) = invoke(
+        &env,
+        json!({"action": "restore", "archive": key, "to": "restored/copy"}),
+    );
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["objectsRestored"], 2);
+    assert_eq!(
+        s3.read_object("restored", "copy/docs/b.txt").unwrap(),
+        b"beta"
+    );
+    let (result, _) = invoke(&env, json!({"action": "restore-everything"}));
+    assert_eq!(result["statusCode"], 400, "{result}");
+
+    // Bad configuration: the envelope's status and message, as the original returned them.
+    env.retain(|(k, _)| *k != "SOURCE_BUCKET");
+    let (result, _) = invoke(&env, json!({}));
+    assert_eq!(result["statusCode"], 400, "{result}");
+    assert_eq!(result["body"]["code"], "InvalidConfiguration");
+    assert!(result["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SOURCE_BUCKET"));
+
+    // A missing host binary is a clear failure, not a crash.
+    env.retain(|(k, _)| *k != "SPACES_BACKUP_BIN");
+    env.push(("SPACES_BACKUP_BIN", "/nonexistent/spaces-backup".into()));
+    let (result, _) = invoke(&env, json!({}));
+    assert_eq!(result["statusCode"], 500, "{result}");
+    assert!(result["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/spaces-backup"));
+}

@@ -1,0 +1,12 @@
+//! The host's tests, one binary: the CLI and the function wrapper as child processes,
+//! `wasmtime serve`, signals, the runner, and the component's world. A module per subject.
+
+mod common;
+
+mod bad_input;
+mod function;
+mod runner;
+mod signals;
+mod verify_cli;
+mod wasmtime_serve;
+mod world;

@@ -1,0 +1,118 @@
+//! Stage 1: ListObjectsV2, page by page, following continuation tokens.
+
+use crate::io::http::{InFlight, Pollable, Response, TransportError};
+use crate::model::ListedObject;
+use crate::s3::sigv4::EMPTY_SHA256;
+use crate::s3::{check_status, ops, xml, Op, S3Error, S3};
+
+/// The XML of a listing answer, or the S3 error it carries.
+fn page_text(answer: Result<Response, TransportError>) -> Result<String, S3Error> {
+    let mut resp = check_status(answer?)?;
+    Ok(resp.read_to_string(16 * 1024 * 1024)?)
+}
+
+/// Yields the bucket's objects a page at a time; the whole listing is never held. The
+/// next page can be fetched ahead (`prefetch` + `poll`) while objects of this one are
+/// still being copied. With several prefixes (sorted, none inside another), each is
+/// listed in turn, so keys still come in order.
+pub struct Lister<'a> {
+    s3: &'a S3,
+    prefixes: Vec<String>,
+    token: Option<String>,
+    done: bool,
+    ahead: Option<InFlight>,
+}
+
+impl<'a> Lister<'a> {
+    /// Lists the keys under `prefixes`, in order (`[""]`: the whole bucket).
+    pub fn new(s3: &'a S3, prefixes: &[String]) -> Self {
+        let mut prefixes: Vec<String> = prefixes.to_vec();
+        if prefixes.is_empty() {
+            prefixes.push(String::new());
+        }
+        // Taken from the back as each one is done.
+        prefixes.reverse();
+        Self {
+            s3,
+            prefixes,
+            token: None,
+            done: false,
+            ahead: None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn op(&self) -> Op<'static> {
+        ops::list_objects_v2(
+            self.prefixes.last().map_or("", String::as_str),
+            self.token.as_deref(),
+        )
+    }
+
+    /// Starts fetching the next page without waiting for it. A failure here is not
+    /// final: `next_page` then fetches the page again, with retries.
+    pub fn prefetch(&mut self) {
+        if !self.done && self.ahead.is_none() {
+            self.ahead = self.s3.start(&self.op(), None, EMPTY_SHA256).ok();
+        }
+    }
+
+    /// What a prefetch waits on.
+    pub fn pollables(&self, out: &mut Vec<Pollable>) {
+        if let Some(f) = &self.ahead {
+            out.extend(f.pollables());
+        }
+    }
+
+    /// The prefetched page if it has arrived; `Ok(None)` while it is on its way (or none
+    /// was started).
+    pub fn poll(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        let Some(f) = self.ahead.as_mut() else {
+            return Ok(None);
+        };
+        let Some(answer) = f.try_response() else {
+            return Ok(None);
+        };
+        self.ahead = None;
+        match page_text(answer) {
+            Ok(text) => self.accept(&text).map(Some),
+            // Fetched again, with retries, by `next_page`.
+            Err(e) if e.is_transient() => self.next_page(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches the next page and waits for it (with retries).
+    pub fn next_page(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(f) = self.ahead.take() {
+            match page_text(f.wait()) {
+                Ok(text) => return self.accept(&text).map(Some),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let text = self.s3.call_xml(&self.op(), None)?;
+        self.accept(&text).map(Some)
+    }
+
+    fn accept(&mut self, text: &str) -> Result<Vec<ListedObject>, S3Error> {
+        let page = xml::parse_list_page(text).map_err(|e| S3Error::Protocol(e.to_string()))?;
+        if page.next_token.is_some() && page.next_token == self.token {
+            return Err(S3Error::Protocol(
+                "the listing returned the same continuation token twice".into(),
+            ));
+        }
+        self.token = page.next_token;
+        if self.token.is_none() {
+            self.prefixes.pop();
+            self.done = self.prefixes.is_empty();
+        }
+        Ok(page.objects)
+    }
+}

@@ -1,0 +1,552 @@
+//! The poll loop that drives the stages: GETs in flight ahead of the archive (stage 2),
+//! the archive fed in listing order (stage 3), parts uploaded while the next ones fill
+//! (stage 4), and the next listing page fetched ahead (stage 1).
+
+use std::collections::VecDeque;
+
+use serde_json::json;
+
+use crate::backup::archive::{choose_method, SAMPLE_SIZE};
+use crate::backup::fetch::Download;
+use crate::backup::list::Lister;
+use crate::backup::parts::{part_size_for, PartBuffer};
+use crate::backup::upload::{MultipartUpload, PartUpload};
+use crate::config::Config;
+use crate::error::{s3_failure, Failure, Kind, Side};
+use crate::io::http;
+use crate::io::log::{self, ProgressClock};
+use crate::model::{ListedObject, Progress};
+use crate::s3::{S3Error, S3};
+use crate::select::{Selection, Tally};
+use crate::zip::write::{ArchiveError, ZipWriter};
+
+/// Where feeding the head download got to.
+enum Step {
+    /// Its entry is complete (or it needed none): on to the next download.
+    Done,
+    /// Bytes went in; it waits for more (or for an upload slot).
+    Moved,
+    /// Nothing could move.
+    Waiting,
+}
+
+/// The head download, with the archive it is fed to (both there whenever it is fed).
+fn head_of<'b>(
+    downloads: &'b mut VecDeque<Download>,
+    archive: &'b mut Option<ZipWriter<PartBuffer>>,
+) -> (&'b mut Download, &'b mut ZipWriter<PartBuffer>) {
+    let head = downloads.front_mut().expect("fed only with a download");
+    let archive = archive
+        .as_mut()
+        .expect("fed only while the archive is open");
+    (head, archive)
+}
+
+fn archive_err(key: &str, e: ArchiveError) -> Failure {
+    Failure::new(Kind::Archive, format!("archiving '{key}': {e}"))
+}
+
+/// What the archive holds so far, as the response reports it.
+#[derive(Default)]
+pub struct Tallies {
+    pub files: u64,
+    pub bytes_read: u64,
+    pub skipped: Vec<String>,
+    /// Rewritten between the listing and their GET: archived as they were at the GET.
+    pub changed: Vec<String>,
+    pub left_out: Tally,
+}
+
+/// The event loop: GETs in flight ahead of the archive, the archive fed in listing order,
+/// parts uploaded while the next ones fill. Nothing here blocks except on `wasi:io/poll`
+/// when no request can move (and on listing pages, a few per thousand objects).
+struct Pipeline<'a, 'l, 'u> {
+    config: &'a Config,
+    selection: Selection<'a>,
+    src: &'a S3,
+    lister: &'a mut Lister<'l>,
+    listed: VecDeque<ListedObject>,
+    /// Objects and bytes listed so far, for progress.
+    listed_objects: u64,
+    listed_bytes: u64,
+    clock: ProgressClock,
+    listing_done: bool,
+    downloads: VecDeque<Download>,
+    entry_started: bool,
+    archive: Option<ZipWriter<PartBuffer>>,
+    /// The archive's end (manifest, central directory), written out after the last entry.
+    tail: VecDeque<Vec<u8>>,
+    buffer: &'a PartBuffer,
+    upload: &'a mut MultipartUpload<'u>,
+    parts: Vec<PartUpload>,
+    /// Bytes of parts that may be in flight at once; at least one part always may.
+    upload_budget: u64,
+    per_download: usize,
+    progress: &'a mut Tallies,
+}
+
+/// Archives every selected object of the listing (whose first page is `first`) into
+/// `upload`, through `buffer`; returns once the archive's last byte is stored. On a
+/// failure, parts still on the wire are settled first, so an abort cannot race them.
+pub fn archive_all(
+    config: &Config,
+    src: &S3,
+    lister: &mut Lister<'_>,
+    first: Vec<ListedObject>,
+    buffer: &PartBuffer,
+    upload: &mut MultipartUpload<'_>,
+    progress: &mut Tallies,
+) -> Result<(), Failure> {
+    let mut p = Pipeline {
+        config,
+        selection: Selection::new(config),
+        src,
+        lister,
+        listed_objects: first.len() as u64,
+        listed_bytes: first.iter().map(|o| o.size).sum(),
+        clock: ProgressClock::new(http::now_nanos()),
+        listed: first.into(),
+        listing_done: false,
+        downloads: Default::default(),
+        entry_started: false,
+        archive: Some(ZipWriter::new(buffer.clone(), config.compression_level)),
+        tail: Default::default(),
+        buffer,
+        upload,
+        parts: Vec::new(),
+        upload_budget: config.upload_budget(),
+        per_download: (crate::config::PREFETCH_BYTES as usize / config.concurrency)
+            .max(SAMPLE_SIZE * 2),
+        progress,
+    };
+    let result = p.run();
+    if result.is_err() {
+        for part in p.parts.drain(..) {
+            part.settle();
+        }
+    }
+    result
+}
+
+impl Pipeline<'_, '_, '_> {
+    fn source_err(&self, doing: &str, key: Option<&str>, e: &S3Error) -> Failure {
+        s3_failure(Side::Source, &self.config.source, doing, key, e)
+    }
+
+    fn dest_err(&self, doing: &str, e: &S3Error) -> Failure {
+        s3_failure(
+            Side::Destination,
+            &self.config.dest,
+            doing,
+            Some(&self.upload.key),
+            e,
+        )
+    }
+
+    fn run(&mut self) -> Result<(), Failure> {
+        loop {
+            self.report_progress(false);
+            let mut moved = self.refill()?;
+            moved |= self.step_downloads()?;
+            moved |= self.feed_archive()?;
+            moved |= self.step_uploads()?;
+            if self.archive.is_some()
+                && self.listing_done
+                && self.listed.is_empty()
+                && self.downloads.is_empty()
+            {
+                self.finish_archive()?;
+                moved = true;
+            }
+            if self.archive.is_none() {
+                moved |= self.write_tail()?;
+            }
+            if self.archive.is_none() && self.tail.is_empty() {
+                moved |= self.start_parts(true)?;
+                if self.parts.is_empty() && self.buffer.is_empty() {
+                    self.report_progress(true);
+                    return Ok(());
+                }
+            }
+            if !moved {
+                let mut pollables = Vec::new();
+                // A download with a full buffer waits for the archive to drain it: waking
+                // on its socket then would only spin.
+                for d in &self.downloads {
+                    d.pollables(d.buffered() < self.per_download, &mut pollables);
+                }
+                for part in &self.parts {
+                    part.pollables(&mut pollables);
+                }
+                self.lister.pollables(&mut pollables);
+                http::wait_any(&pollables);
+            }
+        }
+    }
+
+    fn count_listed(&mut self, page: &[ListedObject]) {
+        self.listed_objects += page.len() as u64;
+        self.listed_bytes += page.iter().map(|o| o.size).sum::<u64>();
+    }
+
+    /// A `progress` event about once a second (and with `now`): what a terminal shows as
+    /// a progress bar, and what log collectors keep.
+    fn report_progress(&mut self, now: bool) {
+        let t = http::now_nanos();
+        if !self.clock.due(t, now) {
+            return;
+        }
+        let progress = Progress {
+            objects: self.progress.files,
+            bytes_read: self.progress.bytes_read,
+            listed_objects: self.listed_objects,
+            listed_bytes: self.listed_bytes,
+            listing_done: self.listing_done || self.lister.is_done(),
+            archive_bytes: Some(self.buffer.total()),
+            parts_started: Some(self.upload.started()),
+            elapsed_seconds: 0.0,
+        };
+        self.clock.emit(t, progress);
+    }
+
+    /// Starts GETs for the next listed objects, up to CONCURRENCY in flight.
+    fn refill(&mut self) -> Result<bool, Failure> {
+        let mut moved = false;
+        while self.downloads.len() < self.config.concurrency {
+            let Some(obj) = self.next_object()? else {
+                break;
+            };
+            let verdict = self.selection.judge(&obj.key);
+            if !self.progress.left_out.take(verdict) {
+                continue;
+            }
+            let d = Download::start(self.src, obj)
+                .map_err(|e| self.source_err("reading an object", None, &e))?;
+            self.downloads.push_back(d);
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// The next listed object. The following page is fetched ahead once this one is half
+    /// used, so GETs never wait on the listing; only when it is late does this block.
+    fn next_object(&mut self) -> Result<Option<ListedObject>, Failure> {
+        loop {
+            if self.listed.len() < 500 {
+                self.lister.prefetch();
+                match self.lister.poll() {
+                    Ok(Some(page)) => {
+                        self.count_listed(&page);
+                        self.listed.extend(page);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.source_err("listing objects", None, &e)),
+                }
+            }
+            if let Some(obj) = self.listed.pop_front() {
+                return Ok(Some(obj));
+            }
+            if self.lister.is_done() {
+                self.listing_done = true;
+                return Ok(None);
+            }
+            if !self.downloads.is_empty() {
+                // Work is in hand: come back when the page has arrived.
+                return Ok(None);
+            }
+            match self.lister.next_page() {
+                Ok(Some(page)) => {
+                    self.count_listed(&page);
+                    self.listed = page.into();
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.source_err("listing objects", None, &e)),
+            }
+        }
+    }
+
+    fn step_downloads(&mut self) -> Result<bool, Failure> {
+        let mut moved = false;
+        for d in &mut self.downloads {
+            let budget = self.per_download.saturating_sub(d.buffered());
+            match d.step(self.src, budget) {
+                Ok(m) => moved |= m,
+                Err(e) => {
+                    return Err(s3_failure(
+                        Side::Source,
+                        &self.config.source,
+                        "reading an object",
+                        Some(&d.obj.key),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The next part's size: fixed, or growing with the part number.
+    fn next_part_size(&self) -> u64 {
+        part_size_for(
+            self.upload.started() + 1,
+            self.config.part_size,
+            self.config.part_size_fixed,
+        )
+    }
+
+    /// Fails cleanly, before the host's cap would stop the component mid-write, when
+    /// parts of `next_part` bytes and the archive's end held so far no longer fit in
+    /// MAX_MEMORY.
+    fn check_memory(&self, next_part: u64) -> Result<(), Failure> {
+        let held = self.archive.as_ref().map_or(0, |a| a.held_bytes() as u64);
+        let need = self.config.memory_needed(next_part, held);
+        if need <= self.config.max_memory {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Kind::Memory,
+            format!(
+                "the archive outgrew MAX_MEMORY ({} bytes): after {} bytes and {} entries, \
+                 parts of {next_part} bytes and {held} bytes of central directory and manifest \
+                 need about {need}; raise MAX_MEMORY",
+                self.config.max_memory,
+                self.buffer.total(),
+                self.archive.as_ref().map_or(0, ZipWriter::entries),
+            ),
+        ))
+    }
+
+    /// True while a full part waits for an upload slot: the archive must not grow.
+    fn backpressure(&self) -> bool {
+        self.buffer.part_ready() && !self.upload_slot_free()
+    }
+
+    /// Another part may go out: memory stays at the upload budget (or one part, when
+    /// parts have grown past it).
+    fn upload_slot_free(&self) -> bool {
+        let in_flight: u64 = self.parts.iter().map(|p| p.len() as u64).sum();
+        self.parts.is_empty() || in_flight + self.next_part_size() <= self.upload_budget
+    }
+
+    /// Writes the head download's bytes into the archive, in listing order: entries are
+    /// finished one after another while their bytes are all there, and the open one takes
+    /// what has arrived, as far as upload slots allow.
+    fn feed_archive(&mut self) -> Result<bool, Failure> {
+        let mut moved = false;
+        while let Some(head) = self.downloads.front() {
+            if self.archive.is_none() {
+                break;
+            }
+            let step = if head.missing {
+                self.skip_missing()?
+            } else if Download::is_directory(&head.obj) {
+                self.add_directory()?
+            } else {
+                self.feed_file()?
+            };
+            match step {
+                Step::Done => {
+                    self.downloads.pop_front();
+                    moved = true;
+                }
+                Step::Moved => return Ok(true),
+                Step::Waiting => break,
+            }
+        }
+        Ok(moved)
+    }
+
+    /// An object deleted after it was listed: skipped, reported, noted in the manifest.
+    fn skip_missing(&mut self) -> Result<Step, Failure> {
+        let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
+        let obj = &head.obj;
+        log::warn(
+            "skipped",
+            json!({"key": obj.key, "reason": "deleted after it was listed"}),
+        );
+        archive
+            .note_skipped(obj, "deleted after it was listed")
+            .map_err(|e| archive_err(&obj.key, e))?;
+        self.progress.skipped.push(obj.key.clone());
+        Ok(Step::Done)
+    }
+
+    /// A folder marker: its GET brings its Content-Type and metadata for the manifest.
+    fn add_directory(&mut self) -> Result<Step, Failure> {
+        let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
+        if !head.finished() {
+            return Ok(Step::Waiting);
+        }
+        archive
+            .add_directory(&head.obj, &head.meta)
+            .map_err(|e| archive_err(&head.obj.key, e))?;
+        self.progress.files += 1;
+        Ok(Step::Done)
+    }
+
+    /// A file: its entry is started once its first bytes have chosen the method, then it
+    /// takes the bytes that have arrived, and it is finished once they all have.
+    fn feed_file(&mut self) -> Result<Step, Failure> {
+        let mut moved = false;
+        if !self.entry_started {
+            if !self.start_entry()? {
+                return Ok(Step::Waiting);
+            }
+            moved = true;
+        }
+        while !self.backpressure() {
+            let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
+            let Some(chunk) = head.pop_chunk() else {
+                break;
+            };
+            archive
+                .write(&chunk)
+                .map_err(|e| archive_err(&head.obj.key, e))?;
+            moved = true;
+            self.start_parts(false)?;
+        }
+        let (head, _) = head_of(&mut self.downloads, &mut self.archive);
+        if head.finished() && head.buffered() == 0 {
+            self.finish_entry()?;
+            return Ok(Step::Done);
+        }
+        Ok(if moved { Step::Moved } else { Step::Waiting })
+    }
+
+    /// Starts the head's entry once its first bytes (or all of them) are there to judge
+    /// compression by; false while they are not.
+    fn start_entry(&mut self) -> Result<bool, Failure> {
+        let compression = self.config.compression;
+        let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
+        if head.buffered() < SAMPLE_SIZE && !head.finished() {
+            return Ok(false);
+        }
+        let obj = &head.obj;
+        let method = choose_method(&obj.key, obj.size, &head.sample(SAMPLE_SIZE), compression);
+        let name = archive
+            .start_file(obj, method)
+            .map_err(|e| archive_err(&obj.key, e))?;
+        log::debug(
+            "archiving",
+            json!({"key": obj.key, "entry": name, "method": format!("{method:?}")}),
+        );
+        self.entry_started = true;
+        Ok(true)
+    }
+
+    /// Ends the head's entry, every byte received, and counts it.
+    fn finish_entry(&mut self) -> Result<(), Failure> {
+        let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
+        // `Download` finishes only at exactly the listed size; this guards it.
+        if head.received() != head.obj.size {
+            return Err(Failure::new(
+                Kind::SizeMismatch,
+                format!(
+                    "'{}' gave {} bytes but was listed with {}",
+                    head.obj.key,
+                    head.received(),
+                    head.obj.size
+                ),
+            ));
+        }
+        archive
+            .finish_file(&head.obj, &head.meta)
+            .map_err(|e| archive_err(&head.obj.key, e))?;
+        if head.changed {
+            self.progress.changed.push(head.obj.key.clone());
+        }
+        self.progress.files += 1;
+        self.progress.bytes_read += head.received();
+        self.entry_started = false;
+        if self.progress.files.is_multiple_of(4096) {
+            // The archive's end grows with every entry, even when parts do not.
+            self.check_memory(self.next_part_size())?;
+        }
+        Ok(())
+    }
+
+    /// Starts uploads for full parts while slots are free; with `last`, also the rest.
+    fn start_parts(&mut self, last: bool) -> Result<bool, Failure> {
+        let mut moved = false;
+        while self.upload_slot_free() {
+            let data = match self.buffer.take_part() {
+                Some(d) => d,
+                // The last part may be short; an archive smaller than one part is one part.
+                None if last && (!self.buffer.is_empty() || self.upload.started() == 0) => {
+                    self.buffer.take_rest()
+                }
+                None => break,
+            };
+            let part = self
+                .upload
+                .start_part(data)
+                .map_err(|e| self.dest_err("uploading a part", &e))?;
+            let next = self.next_part_size();
+            self.check_memory(next)?;
+            self.buffer.set_part_size(next);
+            log::debug(
+                "part_started",
+                json!({"part": part.number, "bytes": part.len()}),
+            );
+            self.parts.push(part);
+            moved = true;
+            if last && self.buffer.is_empty() {
+                break;
+            }
+        }
+        Ok(moved)
+    }
+
+    fn step_uploads(&mut self) -> Result<bool, Failure> {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.parts.len() {
+            match self.upload.step(&mut self.parts[i]) {
+                Ok(true) => {
+                    let part = self.parts.swap_remove(i);
+                    log::debug("part_uploaded", json!({"part": part.number}));
+                    moved = true;
+                }
+                Ok(false) => i += 1,
+                Err(e) => return Err(self.dest_err("uploading a part", &e)),
+            }
+        }
+        if self.archive.is_some() {
+            moved |= self.start_parts(false)?;
+        }
+        Ok(moved)
+    }
+
+    fn finish_archive(&mut self) -> Result<(), Failure> {
+        if let Some(archive) = self.archive.take() {
+            let entries = archive.entries();
+            let renamed = archive.renamed();
+            let held = archive.held_bytes();
+            self.tail = archive.finish().map_err(|e| {
+                Failure::new(Kind::Archive, format!("finishing the archive failed: {e}"))
+            })?;
+            log::info(
+                "archive_finished",
+                json!({"entries": entries, "renamed": renamed, "directoryBytes": held}),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the archive's end into parts, as upload slots allow.
+    fn write_tail(&mut self) -> Result<bool, Failure> {
+        let mut moved = false;
+        while !self.backpressure() {
+            let Some(block) = self.tail.pop_front() else {
+                break;
+            };
+            let mut sink = self.buffer.clone();
+            std::io::Write::write_all(&mut sink, &block).map_err(|e| {
+                Failure::new(Kind::Archive, format!("finishing the archive failed: {e}"))
+            })?;
+            self.start_parts(false)?;
+            moved = true;
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,139 @@
+//! One constructor per S3 operation the jobs use: what each sends (method, key, query,
+//! headers). Signing, sending and retries are the client's ([`crate::s3::S3`]).
+
+/// One operation's parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op<'a> {
+    /// For logs and errors: `ListObjectsV2`, `GetObject`, ...
+    pub name: &'static str,
+    pub method: &'static str,
+    pub key: Option<&'a str>,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+fn op<'a>(name: &'static str, method: &'static str, key: Option<&'a str>) -> Op<'a> {
+    Op {
+        name,
+        method,
+        key,
+        query: Vec::new(),
+        headers: Vec::new(),
+    }
+}
+
+fn upload_id(upload_id: &str) -> (String, String) {
+    ("uploadId".to_string(), upload_id.to_string())
+}
+
+/// One ListObjectsV2 page. Keys come as XML text, not `encoding-type=url`: servers differ
+/// in how (and whether) they apply that encoding, while XML escaping is the same
+/// everywhere.
+pub fn list_objects_v2(prefix: &str, token: Option<&str>) -> Op<'static> {
+    let mut o = op("ListObjectsV2", "GET", None);
+    o.query = vec![
+        ("list-type".to_string(), "2".to_string()),
+        ("max-keys".to_string(), "1000".to_string()),
+    ];
+    if !prefix.is_empty() {
+        o.query.push(("prefix".to_string(), prefix.to_string()));
+    }
+    if let Some(t) = token {
+        o.query
+            .push(("continuation-token".to_string(), t.to_string()));
+    }
+    o
+}
+
+/// Which bytes of an object a GET asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    All,
+    /// From this offset to the end (a resumed download).
+    From(u64),
+    /// These bytes, both ends included.
+    Bytes(u64, u64),
+}
+
+/// GetObject; with `if_match`, only that version (a resume must not mix two).
+pub fn get_object<'a>(key: &'a str, range: Range, if_match: Option<&str>) -> Op<'a> {
+    let mut o = op("GetObject", "GET", Some(key));
+    match range {
+        Range::All => {}
+        Range::From(a) => o.headers.push(("range".into(), format!("bytes={a}-"))),
+        Range::Bytes(a, b) => o.headers.push(("range".into(), format!("bytes={a}-{b}"))),
+    }
+    if let Some(etag) = if_match.filter(|e| !e.is_empty()) {
+        o.headers.push(("if-match".into(), etag.to_string()));
+    }
+    o
+}
+
+pub fn head_object(key: &str) -> Op<'_> {
+    op("HeadObject", "HEAD", Some(key))
+}
+
+pub fn head_bucket() -> Op<'static> {
+    op("HeadBucket", "HEAD", None)
+}
+
+/// PutObject with the object's headers (`content-type`, `x-amz-meta-*`).
+pub fn put_object(key: &str, headers: Vec<(String, String)>) -> Op<'_> {
+    let mut o = op("PutObject", "PUT", Some(key));
+    o.headers = headers;
+    o
+}
+
+pub fn delete_object(key: &str) -> Op<'_> {
+    op("DeleteObject", "DELETE", Some(key))
+}
+
+/// CreateMultipartUpload with the final object's headers.
+pub fn create_multipart_upload(key: &str, headers: Vec<(String, String)>) -> Op<'_> {
+    let mut o = op("CreateMultipartUpload", "POST", Some(key));
+    o.query = vec![("uploads".into(), String::new())];
+    o.headers = headers;
+    o
+}
+
+pub fn upload_part<'a>(key: &'a str, id: &str, number: u32) -> Op<'a> {
+    let mut o = op("UploadPart", "PUT", Some(key));
+    o.query = vec![("partNumber".into(), number.to_string()), upload_id(id)];
+    o
+}
+
+pub fn complete_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
+    let mut o = op("CompleteMultipartUpload", "POST", Some(key));
+    o.query = vec![upload_id(id)];
+    o.headers = vec![("content-type".into(), "application/xml".into())];
+    o
+}
+
+pub fn abort_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
+    let mut o = op("AbortMultipartUpload", "DELETE", Some(key));
+    o.query = vec![upload_id(id)];
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_conditions() {
+        let o = get_object("k", Range::From(5), Some("\"e\""));
+        assert_eq!(
+            o.headers,
+            [
+                ("range".to_string(), "bytes=5-".to_string()),
+                ("if-match".to_string(), "\"e\"".to_string())
+            ]
+        );
+        let o = get_object("k", Range::Bytes(0, 9), Some(""));
+        assert_eq!(o.headers, [("range".to_string(), "bytes=0-9".to_string())]);
+        assert!(get_object("k", Range::All, None).headers.is_empty());
+        let l = list_objects_v2("a/", Some("t"));
+        assert_eq!(l.query.len(), 4);
+        assert_eq!(upload_part("k", "u", 3).query[0].1, "3");
+    }
+}

@@ -1,0 +1,285 @@
+//! S3's XML documents, parsed and written by plain functions over `&str` (quick-xml).
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use crate::model::ListedObject;
+
+#[derive(Debug)]
+pub struct XmlError(pub String);
+
+impl std::fmt::Display for XmlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed XML from the server: {}", self.0)
+    }
+}
+
+/// Walks `xml` and calls `on_close(path, text)` as each element closes, with the
+/// element's path from the root and its text content (entities resolved, nothing trimmed:
+/// keys may begin or end with spaces).
+fn walk(xml: &str, mut on_close: impl FnMut(&[String], String)) -> Result<(), XmlError> {
+    let mut reader = Reader::from_str(xml);
+    reader.config_mut().trim_text(false);
+    let mut path: Vec<String> = Vec::new();
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Err(e) => return Err(XmlError(e.to_string())),
+            Ok(Event::Start(e)) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                text.clear();
+            }
+            Ok(Event::Empty(e)) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                on_close(&path, String::new());
+                path.pop();
+            }
+            Ok(Event::End(_)) => {
+                on_close(&path, std::mem::take(&mut text));
+                path.pop();
+            }
+            Ok(Event::Text(t)) => {
+                let s = t.xml10_content().map_err(|e| XmlError(e.to_string()))?;
+                text.push_str(&s);
+            }
+            Ok(Event::CData(t)) => {
+                text.push_str(&String::from_utf8_lossy(&t));
+            }
+            Ok(Event::GeneralRef(r)) => {
+                if let Some(c) = r.resolve_char_ref().map_err(|e| XmlError(e.to_string()))? {
+                    text.push(c);
+                } else {
+                    let name = r.decode().map_err(|e| XmlError(e.to_string()))?;
+                    match quick_xml::escape::resolve_xml_entity(&name) {
+                        Some(s) => text.push_str(s),
+                        None => return Err(XmlError(format!("unknown entity &{name};"))),
+                    }
+                }
+            }
+            Ok(Event::Eof) if path.is_empty() => break,
+            Ok(Event::Eof) => {
+                return Err(XmlError(format!(
+                    "the document ends inside <{}>",
+                    path.join("><")
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn is(path: &[String], want: &[&str]) -> bool {
+    path.len() == want.len() && path.iter().zip(want).all(|(a, b)| a == b)
+}
+
+/// An S3 `<Error>` document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// Parses `<Error><Code>..</Code><Message>..</Message>..</Error>`; `None` if `xml` is not one.
+pub fn parse_error(xml: &str) -> Option<S3ErrorBody> {
+    let mut body = S3ErrorBody::default();
+    let mut seen = false;
+    walk(xml, |path, text| {
+        if is(path, &["Error", "Code"]) {
+            body.code = text;
+            seen = true;
+        } else if is(path, &["Error", "Message"]) {
+            body.message = text;
+        }
+    })
+    .ok()?;
+    seen.then_some(body)
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    pub next_token: Option<String>,
+}
+
+/// Parses a ListObjectsV2 page (requested without `encoding-type`, so keys are XML text).
+pub fn parse_list_page(xml: &str) -> Result<ListPage, XmlError> {
+    const C: &str = "Contents";
+    let mut page = ListPage::default();
+    let mut truncated = false;
+    let mut key = None;
+    let mut size = None;
+    let mut etag = String::new();
+    let mut last_modified = String::new();
+    let mut problem = None;
+    walk(xml, |path, text| {
+        if path.len() == 3 && path[1] == C {
+            match path[2].as_str() {
+                "Key" => key = Some(text),
+                "Size" => size = Some(text),
+                "ETag" => etag = text,
+                "LastModified" => last_modified = text,
+                _ => {}
+            }
+        } else if is(path, &["ListBucketResult", C]) {
+            match (key.take(), size.take().map(|s| s.trim().parse::<u64>())) {
+                (Some(k), Some(Ok(s))) => page.objects.push(ListedObject {
+                    key: k,
+                    size: s,
+                    etag: std::mem::take(&mut etag),
+                    last_modified: std::mem::take(&mut last_modified),
+                }),
+                (k, _) => {
+                    problem.get_or_insert(format!("an entry without a valid Key and Size ({k:?})"));
+                }
+            }
+        } else if is(path, &["ListBucketResult", "IsTruncated"]) {
+            truncated = text.trim() == "true";
+        } else if is(path, &["ListBucketResult", "NextContinuationToken"]) {
+            page.next_token = Some(text);
+        }
+    })?;
+    if let Some(p) = problem {
+        return Err(XmlError(p));
+    }
+    if !truncated {
+        page.next_token = None;
+    } else if page.next_token.as_deref().unwrap_or("").is_empty() {
+        return Err(XmlError(
+            "the listing is truncated but has no NextContinuationToken".into(),
+        ));
+    }
+    Ok(page)
+}
+
+/// The `UploadId` of an `InitiateMultipartUploadResult`.
+pub fn parse_upload_id(xml: &str) -> Result<String, XmlError> {
+    let mut id = None;
+    walk(xml, |path, text| {
+        if is(path, &["InitiateMultipartUploadResult", "UploadId"]) {
+            id = Some(text);
+        }
+    })?;
+    id.filter(|s| !s.is_empty())
+        .ok_or_else(|| XmlError("no UploadId in the CreateMultipartUpload answer".into()))
+}
+
+/// True for a `CompleteMultipartUploadResult` (a 200 can also carry an `<Error>`).
+pub fn is_complete_result(xml: &str) -> bool {
+    let mut ok = false;
+    let _ = walk(xml, |path, _| {
+        if path.len() == 1 && path[0] == "CompleteMultipartUploadResult" {
+            ok = true;
+        }
+    });
+    ok
+}
+
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
+}
+
+/// The CompleteMultipartUpload request body for `(part number, ETag)` pairs.
+pub fn complete_body(parts: &[(u32, String)]) -> String {
+    let mut out = String::from("<CompleteMultipartUpload>");
+    for (n, etag) in parts {
+        out.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+            escape(etag)
+        ));
+    }
+    out.push_str("</CompleteMultipartUpload>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>bucket</Name><Prefix></Prefix><KeyCount>3</KeyCount><MaxKeys>3</MaxKeys>
+  <IsTruncated>true</IsTruncated>
+  <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+  <Contents><Key>a &amp; b/ c .txt</Key><LastModified>2009-10-12T17:50:30.000Z</LastModified>
+    <ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag><Size>434234</Size>
+    <StorageClass>STANDARD</StorageClass></Contents>
+  <Contents><Key>empty</Key><LastModified>2009-10-12T17:50:30.000Z</LastModified>
+    <ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag><Size>0</Size></Contents>
+  <Contents><Key>&#x1F600;&#13;</Key><Size>1</Size></Contents>
+</ListBucketResult>"#;
+
+    #[test]
+    fn list_page_with_entities_and_token() {
+        let page = parse_list_page(PAGE).unwrap();
+        assert_eq!(page.objects.len(), 3);
+        assert_eq!(page.objects[0].key, "a & b/ c .txt");
+        assert_eq!(page.objects[0].size, 434234);
+        assert_eq!(page.objects[0].etag, "\"fba9dede5f27731c9771645a39863328\"");
+        assert_eq!(page.objects[0].last_modified, "2009-10-12T17:50:30.000Z");
+        assert_eq!(page.objects[1].size, 0);
+        assert_eq!(page.objects[2].key, "\u{1F600}\r");
+        assert_eq!(
+            page.next_token.as_deref(),
+            Some("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=")
+        );
+    }
+
+    #[test]
+    fn last_page_keeps_keys_verbatim() {
+        let xml = "<ListBucketResult><IsTruncated>false</IsTruncated>\
+                   <Contents><Key>a%20b+c%25 </Key><Size>5</Size></Contents></ListBucketResult>";
+        let page = parse_list_page(xml).unwrap();
+        assert_eq!(page.objects[0].key, "a%20b+c%25 ");
+        assert_eq!(page.next_token, None);
+        let empty = parse_list_page(
+            "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+        )
+        .unwrap();
+        assert!(empty.objects.is_empty());
+    }
+
+    #[test]
+    fn malformed_pages_are_errors() {
+        assert!(parse_list_page(
+            "<ListBucketResult><Contents><Key>x</Key></Contents></ListBucketResult>"
+        )
+        .is_err());
+        assert!(parse_list_page(
+            "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>"
+        )
+        .is_err());
+        assert!(parse_list_page("<ListBucketResult><Contents>").is_err());
+    }
+
+    #[test]
+    fn error_documents() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message>
+<BucketName>nope</BucketName><RequestId>4442587FB7D0A2F9</RequestId></Error>"#;
+        let e = parse_error(xml).unwrap();
+        assert_eq!(e.code, "NoSuchBucket");
+        assert_eq!(e.message, "The specified bucket does not exist");
+        assert_eq!(parse_error("<ListBucketResult/>"), None);
+        assert_eq!(parse_error("not xml at all <"), None);
+    }
+
+    #[test]
+    fn multipart_documents() {
+        let xml = "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>\
+                   <UploadId>VXBsb2FkIElE</UploadId></InitiateMultipartUploadResult>";
+        assert_eq!(parse_upload_id(xml).unwrap(), "VXBsb2FkIElE");
+        assert!(parse_upload_id("<InitiateMultipartUploadResult/>").is_err());
+        assert!(is_complete_result(
+            "<?xml version=\"1.0\"?>\n<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>"
+        ));
+        assert!(!is_complete_result(
+            "<Error><Code>InternalError</Code></Error>"
+        ));
+        assert_eq!(
+            complete_body(&[(1, "\"a\"".into()), (2, "\"b\"".into())]),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;a&quot;</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag></Part></CompleteMultipartUpload>"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Backup, then `POST /restore` into an empty bucket: every key, byte, Content-Type and
+//! user metadata comes back, keys that needed another entry name included.
+
+use crate::common::{backup_env, request, run_backup};
+
+fn query(archive: &str, to: &str, overwrite: bool) -> String {
+    let enc = |t: &str| {
+        t.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let mut q = format!("/restore?archive={}&to={}", enc(archive), enc(to));
+    if overwrite {
+        q.push_str("&overwrite=true");
+    }
+    q
+}
+
+/// Key, bytes, Content-Type and user metadata of one source object.
+type Object = (
+    String,
+    Vec<u8>,
+    Option<&'static str>,
+    Vec<(&'static str, &'static str)>,
+);
+
+fn objects() -> Vec<Object> {
+    let mut big = Vec::new();
+    let mut x = 7u64;
+    while big.len() < 12_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    vec![
+        (
+            "plain.txt".into(),
+            b"plain".to_vec(),
+            Some("text/plain"),
+            vec![("owner", "ops")],
+        ),
+        (
+            "/leading/slash.txt".into(),
+            b"leading".to_vec(),
+            None,
+            vec![],
+        ),
+        (
+            "a//b/../c.txt".into(),
+            b"dots".to_vec(),
+            Some("text/x-odd"),
+            vec![("k", "v")],
+        ),
+        (
+            "folder/".into(),
+            Vec::new(),
+            Some("application/x-directory"),
+            vec![],
+        ),
+        (
+            "empty.bin".into(),
+            Vec::new(),
+            Some("application/octet-stream"),
+            vec![],
+        ),
+        (
+            "text/big.log".into(),
+            "a compressible line of log text\n"
+                .repeat(400_000)
+                .into_bytes(),
+            Some("text/plain; charset=utf-8"),
+            vec![("source", "app"), ("level", "info")],
+        ),
+        (
+            "noise/big.bin".into(),
+            big,
+            Some("application/octet-stream"),
+            vec![("sum", "x")],
+        ),
+        (
+            "caf\u{e9} \u{1F600}.txt".into(),
+            b"unicode".to_vec(),
+            None,
+            vec![],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore_gives_back_every_key_byte_type_and_metadata() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.create_bucket("restored").unwrap();
+    let objects = objects();
+    for (key, data, ct, meta) in &objects {
+        s3.put_object_with("source", key, data, *ct, meta).unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["objectsRestored"], objects.len() as u64);
+    let mut want: Vec<String> = objects.iter().map(|o| o.0.clone()).collect();
+    want.sort();
+    assert_eq!(s3.object_keys("restored").unwrap(), want);
+    for (key, data, ct, meta) in &objects {
+        assert_eq!(&s3.read_object("restored", key).unwrap(), data, "{key}");
+        let was = s3.object_info("source", key).unwrap();
+        let now = s3.object_info("restored", key).unwrap();
+        // As a GET shows it: S3 serves an object stored without one as binary/octet-stream.
+        let shown = |t: Option<String>| t.unwrap_or_else(|| "binary/octet-stream".into());
+        assert_eq!(
+            shown(now.content_type.clone()),
+            shown(was.content_type),
+            "{key}"
+        );
+        assert_eq!(
+            shown(now.content_type),
+            shown(ct.map(String::from)),
+            "{key}"
+        );
+        assert_eq!(now.metadata, was.metadata, "{key}");
+        assert_eq!(now.metadata.len(), meta.len(), "{key}");
+    }
+    // The 12 MB objects went up in parts, as multipart uploads, all completed.
+    assert!(s3
+        .object_info("restored", "noise/big.bin")
+        .unwrap()
+        .etag
+        .contains('-'));
+    assert_eq!(s3.open_multipart_uploads("restored").unwrap(), 0);
+
+    // Again over the same keys: refused, nothing written, unless --overwrite.
+    let before = s3.requests().len();
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 409, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("--overwrite"),
+        "{r}"
+    );
+    assert!(s3.requests()[before..]
+        .iter()
+        .all(|q| q.method == "GET" || q.method == "HEAD"));
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", true)).await;
+    assert_eq!(status, 200, "{r}");
+
+    // Under a prefix.
+    let (status, r) = request(&env, "POST", &query(&archive, "restored/copy/", false)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        s3.read_object("restored", "copy/a//b/../c.txt").unwrap(),
+        b"dots"
+    );
+
+    // Bad requests name what is wrong.
+    let (status, r) = request(&env, "POST", "/restore?archive=x.zip").await;
+    assert_eq!(status, 400, "{r}");
+    let (status, r) = request(&env, "POST", &query(&archive, "-bad-bucket", false)).await;
+    assert_eq!(status, 400, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_retries_slowdowns_on_its_uploads() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let s3 = crate::common::start_s3_with(|b| {
+        b.in_memory().fault(|req| {
+            // Every object's first PUT into the target is answered 503 SlowDown.
+            if req.operation() == "PutObject" && req.path.starts_with("/restored/") {
+                let mut seen = SEEN.lock().unwrap();
+                if seen
+                    .get_or_insert_with(HashSet::new)
+                    .insert(req.path.clone())
+                {
+                    return crate::common::Fault::Status {
+                        status: 503,
+                        code: "SlowDown".into(),
+                    };
+                }
+            }
+            crate::common::Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.create_bucket("restored").unwrap();
+    for i in 0..200 {
+        s3.put_object(
+            "source",
+            &format!("f/{i:03}"),
+            format!("file {i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["objectsRestored"], 200);
+    assert!(r["retries"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(s3.object_keys("restored").unwrap().len(), 200);
+    assert_eq!(s3.read_object("restored", "f/123").unwrap(), b"file 123");
+}
