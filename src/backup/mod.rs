@@ -84,7 +84,7 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
         &mut tallies,
     );
     complete_or_abort(config, &mut upload, written)?;
-    let (deleted, retention_error) = apply_retention(config, &dst, started);
+    let (deleted, retention_error) = apply_retention(config, &dst, &key, started);
     let report = BackupReport {
         message: "Backup completed successfully".into(),
         source_bucket: config.source.bucket.clone(),
@@ -178,12 +178,14 @@ fn complete_or_abort(
 fn apply_retention(
     config: &Config,
     dst: &S3,
+    completed: &str,
     started: OffsetDateTime,
 ) -> (Vec<String>, Option<String>) {
     match retention::apply(
         dst,
         &config.archive_prefix,
         &config.source.bucket,
+        completed,
         config.keep_last,
         config.keep_days,
         started,

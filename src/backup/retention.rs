@@ -11,9 +11,12 @@ use crate::s3::{ops, S3Error, S3};
 
 /// Which of `archives` (`(key, time)`, this source's archives, the new one included) to
 /// delete. An archive stays if any rule that is set keeps it: it is among the `keep_last`
-/// newest, or younger than `keep_days`. The newest archive always stays.
+/// newest, or younger than `keep_days`. The newest archive always stays, and so does
+/// `completed`, the one this run just wrote, whatever the names say (an archive from a
+/// machine whose clock runs ahead is named later than it).
 pub fn expired(
     archives: &[(String, OffsetDateTime)],
+    completed: &str,
     keep_last: Option<u32>,
     keep_days: Option<u32>,
     now: OffsetDateTime,
@@ -33,6 +36,7 @@ pub fn expired(
             *i > 0 && !by_count && !by_age
         })
         .map(|(_, (k, _))| k.clone())
+        .filter(|k| k != completed)
         .collect()
 }
 
@@ -42,6 +46,7 @@ pub fn apply(
     dst: &S3,
     prefix: &str,
     source_bucket: &str,
+    completed: &str,
     keep_last: Option<u32>,
     keep_days: Option<u32>,
     now: OffsetDateTime,
@@ -60,7 +65,7 @@ pub fn apply(
         }
     }
     let mut deleted = Vec::new();
-    for key in expired(&archives, keep_last, keep_days, now) {
+    for key in expired(&archives, completed, keep_last, keep_days, now) {
         dst.call(&ops::delete_object(&key), None)?;
         deleted.push(key);
     }
@@ -82,14 +87,33 @@ mod tests {
         let now = crate::naming::parse_rfc3339("2026-06-30T02:00:00.000Z").unwrap();
         let archives: Vec<_> = [0, 1, 2, 5, 10, 40].iter().map(|d| at(*d, now)).collect();
         let names = |v: &[usize]| v.iter().map(|i| archives[*i].0.clone()).collect::<Vec<_>>();
-        assert!(expired(&archives, None, None, now).is_empty());
-        assert_eq!(expired(&archives, Some(3), None, now), names(&[3, 4, 5]));
-        assert_eq!(expired(&archives, None, Some(7), now), names(&[4, 5]));
+        assert!(expired(&archives, "", None, None, now).is_empty());
+        assert_eq!(
+            expired(&archives, "", Some(3), None, now),
+            names(&[3, 4, 5])
+        );
+        assert_eq!(expired(&archives, "", None, Some(7), now), names(&[4, 5]));
         // Either rule keeps an archive.
-        assert_eq!(expired(&archives, Some(5), Some(7), now), names(&[5]));
+        assert_eq!(expired(&archives, "", Some(5), Some(7), now), names(&[5]));
         // The newest always stays, even with KEEP_DAYS alone and an old clock.
         let later = now + Duration::days(400);
-        assert_eq!(expired(&archives, None, Some(1), later).len(), 5);
-        assert_eq!(expired(&archives, Some(1), None, now).len(), 5);
+        assert_eq!(expired(&archives, "", None, Some(1), later).len(), 5);
+        assert_eq!(expired(&archives, "", Some(1), None, now).len(), 5);
+    }
+
+    #[test]
+    fn the_archive_just_written_always_stays() {
+        let now = crate::naming::parse_rfc3339("2026-06-30T02:00:00.000Z").unwrap();
+        // Another machine's clock ran a day ahead: its archive is named later.
+        let ahead = at(-1, now);
+        let written = at(0, now);
+        let older = at(3, now);
+        let archives = vec![ahead.clone(), written.clone(), older.clone()];
+        for (last, days) in [(Some(1), None), (None, Some(1)), (Some(1), Some(1))] {
+            let gone = expired(&archives, &written.0, last, days, now + Duration::days(30));
+            assert!(!gone.contains(&written.0), "{last:?} {days:?}: {gone:?}");
+            assert!(!gone.contains(&ahead.0), "the newest stays too");
+            assert!(gone.contains(&older.0));
+        }
     }
 }
