@@ -13,6 +13,7 @@ use wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
+use crate::auth::{Access, Tokens};
 use crate::config::{self, Config};
 use crate::error::Failure;
 use crate::io::{http, log};
@@ -27,9 +28,22 @@ impl crate::bindings::exports::wasi::http::incoming_handler::Guest for Handler {
         let full = request.path_with_query().unwrap_or_default();
         let (path, query) = full.split_once('?').unwrap_or((&full, ""));
         let method = request.method();
+        let authorization = request.headers().get("authorization").into_iter().next();
         drop(request);
-        let (status, body) = route(&method, path, query);
-        respond(out, status, &body);
+        let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
+            .into_iter()
+            .collect();
+        let tokens = Tokens::from_env(&env);
+        if let Err(variable) = tokens.check(Access::of(path), authorization.as_deref()) {
+            // Nothing about the request is logged: it may carry a wrong token.
+            let message =
+                format!("this server needs `Authorization: Bearer <token>` with its {variable}");
+            let body = error_body("Unauthorized", &message, None);
+            respond(out, 401, &body, &[("www-authenticate", b"Bearer")]);
+            return;
+        }
+        let (status, body) = route(&method, path, query, &env, &tokens);
+        respond(out, status, &body, &[]);
     }
 }
 
@@ -43,14 +57,23 @@ fn json_body(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }
 
-fn route(method: &Method, path: &str, query: &str) -> Answer {
+fn route(
+    method: &Method,
+    path: &str,
+    query: &str,
+    env: &BTreeMap<String, String>,
+    tokens: &Tokens,
+) -> Answer {
     let query = Query::parse(query);
+    let job = |failed: &str, run: &dyn Fn(&Config) -> Result<String, Failure>| {
+        job(failed, env, tokens, run)
+    };
     match (method, path.trim_end_matches('/')) {
-        (Method::Post, "/backup") => job("Backup failed", |config| {
+        (Method::Post, "/backup") => job("Backup failed", &|config| {
             backup::run(config).map(|outcome| json_body(&outcome))
         }),
-        (Method::Post, "/verify") => job("Verify failed", |config| run_verify(config, &query)),
-        (Method::Post, "/restore") => job("Restore failed", |config| run_restore(config, &query)),
+        (Method::Post, "/verify") => job("Verify failed", &|config| run_verify(config, &query)),
+        (Method::Post, "/restore") => job("Restore failed", &|config| run_restore(config, &query)),
         (Method::Get, "/health" | "") => (
             200,
             json_body(&Health {
@@ -76,8 +99,13 @@ fn error_body(error: &str, message: &str, code: Option<&str>) -> String {
 
 /// Runs one job with the configuration from the environment: a bad configuration is a
 /// 400 naming what is wrong, a failure its kind's status with the words for the user.
-fn job(failed: &str, run: impl FnOnce(&Config) -> Result<String, Failure>) -> Answer {
-    let config = match load_config() {
+fn job(
+    failed: &str,
+    env: &BTreeMap<String, String>,
+    tokens: &Tokens,
+    run: &dyn Fn(&Config) -> Result<String, Failure>,
+) -> Answer {
+    let config = match load_config(env, tokens) {
         Ok(c) => c,
         Err(e) => {
             log::error("config_invalid", json!({"message": e.message}));
@@ -102,20 +130,17 @@ fn job(failed: &str, run: impl FnOnce(&Config) -> Result<String, Failure>) -> An
     }
 }
 
-/// The configuration from the environment, with the log set up to redact its secrets.
-fn load_config() -> Result<Config, Failure> {
-    let env: BTreeMap<String, String> = wasi::cli::environment::get_environment()
-        .into_iter()
-        .collect();
-    let config = config::from_env(&env)
+/// The configuration from the environment, with the log set up to redact its secrets
+/// (the keys and the tokens).
+fn load_config(env: &BTreeMap<String, String>, tokens: &Tokens) -> Result<Config, Failure> {
+    let config = config::from_env(env)
         .map_err(|e| Failure::new(crate::error::Kind::Configuration, e.to_string()))?;
-    log::init(
-        config.log_level,
-        &[
-            &config.credentials.access_key,
-            &config.credentials.secret_key,
-        ],
-    );
+    let mut secrets = vec![
+        config.credentials.access_key.as_str(),
+        config.credentials.secret_key.as_str(),
+    ];
+    secrets.extend(tokens.secrets());
+    log::init(config.log_level, &secrets);
     Ok(config)
 }
 
@@ -219,10 +244,13 @@ fn run_restore(config: &Config, query: &Query) -> Result<String, Failure> {
     Ok(json_body(&report))
 }
 
-fn respond(out: ResponseOutparam, status: u16, body: &str) {
+fn respond(out: ResponseOutparam, status: u16, body: &str, extra: &[(&str, &[u8])]) {
     let bytes = log::scrub(body).into_bytes();
     let headers = Fields::new();
     let _ = headers.append("content-type", b"application/json");
+    for (name, value) in extra {
+        let _ = headers.append(name, value);
+    }
     let _ = headers.append("content-length", bytes.len().to_string().as_bytes());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);

@@ -12,6 +12,7 @@
 //! config, select, naming, error, model: pure, tested natively
 //! ```
 
+pub mod auth;
 pub(crate) mod backup;
 mod bindings;
 pub(crate) mod config;

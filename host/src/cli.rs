@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 
 use crate::ComponentArg;
+use spaces_backup::auth::{BACKUP_TOKEN, RESTORE_TOKEN};
 use spaces_backup::model::{ErrorBody, VerifyAnswer};
 #[cfg(feature = "demo")]
 use spaces_backup_host::demo::{self, DemoOptions};
@@ -36,7 +37,8 @@ fn load_env(env_file: Option<&Path>) -> Result<Vec<(String, String)>> {
 fn prepare(component: &ComponentArg, env_file: Option<&Path>) -> Result<(env::EnvVars, Runner)> {
     let mut vars = load_env(env_file)?;
     // `serve`'s token is the host's, not the component's.
-    vars.retain(|(k, _)| k != spaces_backup_host::TOKEN_VAR);
+    // The tokens guard the HTTP entry points; the CLI is the owner's own.
+    vars.retain(|(k, _)| k != BACKUP_TOKEN && k != RESTORE_TOKEN);
     let runner = component
         .runner()?
         .with_memory_limit(Some(env::max_memory(&vars)))

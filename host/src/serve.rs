@@ -1,8 +1,9 @@
 //! `spaces-backup serve`: the HTTP interface of `wasmtime serve`, one fresh
 //! component instance per request.
 //!
-//! On top of it: with `BACKUP_TOKEN` set, every request but `GET /health`
-//! needs `Authorization: Bearer <token>` (else 401); without it, only a
+//! On top of it: with `BACKUP_TOKEN` (or `RESTORE_TOKEN`) set, requests need
+//! their bearer token (the component's rules, `spaces_backup::auth`, checked
+//! here before the component runs, and again by it; else 401); without one, only a
 //! loopback address may be served. One backup or restore runs at a time:
 //! another `POST /backup` or `POST /restore` meanwhile gets 409.
 
@@ -21,6 +22,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::envelope::{host_error_body, one_line_error};
 use crate::Runner;
+use spaces_backup::auth::{Access, Tokens};
 
 /// The variable that holds the bearer token `serve` requires. It is the
 /// host's: never passed to the component, never logged.
@@ -65,7 +67,7 @@ pub async fn serve(addr: SocketAddr, runner: Runner, env: Vec<(String, String)>)
 struct State {
     /// The component's environment, without `BACKUP_TOKEN`.
     env: Vec<(String, String)>,
-    token: Option<String>,
+    tokens: Tokens,
     /// Held by the running backup, from its request until its instance ends.
     backup: Arc<tokio::sync::Mutex<()>>,
 }
@@ -81,10 +83,11 @@ pub async fn serve_listener(
     env: Vec<(String, String)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let token = token_of(&env).map(str::to_string);
+    let tokens = Tokens::from_env(&env.iter().cloned().collect());
     let env = Arc::new(State {
-        env: env.into_iter().filter(|(k, _)| k != TOKEN_VAR).collect(),
-        token,
+        // The component checks the tokens too, route by route.
+        env,
+        tokens,
         backup: Arc::new(tokio::sync::Mutex::new(())),
     });
     tokio::pin!(shutdown);
@@ -127,21 +130,25 @@ async fn handle_one(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let what = format!("{} {}", req.method(), req.uri().path());
-    let is_health = req.method() == http::Method::GET && req.uri().path() == "/health";
-    if let Some(token) = &state.token {
-        if !is_health && !authorized(req.headers(), token) {
-            eprintln!("spaces-backup: {what}: refused (401): missing or wrong bearer token");
-            let body = serde_json::json!({
-                "error": "Unauthorized",
-                "message": format!("this server needs `Authorization: Bearer <token>` with its {TOKEN_VAR}"),
-            });
-            let mut response = json_response(http::StatusCode::UNAUTHORIZED, body.to_string());
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return response;
-        }
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if let Err(variable) = state
+        .tokens
+        .check(Access::of(req.uri().path()), authorization)
+    {
+        eprintln!("spaces-backup: {what}: refused (401): missing or wrong bearer token");
+        let body = serde_json::json!({
+            "error": "Unauthorized",
+            "message": format!("this server needs `Authorization: Bearer <token>` with its {variable}"),
+        });
+        let mut response = json_response(http::StatusCode::UNAUTHORIZED, body.to_string());
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
     }
     // Backups and restores write: one at a time.
     let writes = matches!(req.uri().path(), "/backup" | "/restore");
@@ -201,31 +208,6 @@ fn json_response(status: http::StatusCode, body: String) -> hyper::Response<Hype
     response
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>`, compared in
-/// constant time.
-fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return false;
-    };
-    let Some((scheme, given)) = value.as_bytes().split_first_chunk::<7>() else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case(b"Bearer ") && constant_time_eq(given, token.as_bytes())
-}
-
-/// `a == b` in a time that depends only on their lengths (a length mismatch
-/// is rejected at once: the length of the token is not the secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
-    diff == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,27 +230,5 @@ mod tests {
             assert!(check_listen_addr(addr, &env(Some(""))).is_err());
             assert!(check_listen_addr(addr, &env(Some("s3cret"))).is_ok());
         }
-    }
-
-    #[test]
-    fn bearer_token_is_checked_exactly() {
-        let check = |value: Option<&str>| {
-            let mut headers = http::HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(http::header::AUTHORIZATION, v.parse().unwrap());
-            }
-            authorized(&headers, "s3cret-token")
-        };
-        assert!(check(Some("Bearer s3cret-token")));
-        assert!(check(Some("bearer s3cret-token")));
-        assert!(!check(None));
-        assert!(!check(Some("Bearer")));
-        assert!(!check(Some("Bearer s3cret-tokeN")));
-        assert!(!check(Some("Bearer s3cret-token2")));
-        assert!(!check(Some("Bearer s3cret")));
-        assert!(!check(Some("Basic s3cret-token")));
-        assert!(!check(Some("s3cret-token")));
-        assert!(constant_time_eq(b"", b""));
-        assert!(!constant_time_eq(b"a", b""));
     }
 }
