@@ -79,13 +79,17 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         ("DEST_ENDPOINT", s3.endpoint().into()),
         ("SPACES_KEY", s3.access_key().into()),
         ("SPACES_SECRET", s3.secret_key().into()),
-        // As project.yml passes a variable missing from .env.
+        ("ARCHIVE_PREFIX", "nightly".into()),
+        // An empty optional variable takes its default.
         ("PART_SIZE", "".into()),
+        ("ALLOW_PARAMETERS", "LOG_LEVEL,COMPRESSION".into()),
+        ("ALLOW_RESTORE", "true".into()),
+        ("WEB_SECRET", "w3b-s3cret".into()),
     ];
 
-    // Web-call details and a credential among the parameters: the credential is ignored.
-    let args = json!({"ARCHIVE_PREFIX": "nightly", "__ow_method": "post",
-                      "SPACES_SECRET": "not-the-secret"});
+    // Web-call details and parameters the owner allows.
+    let args = json!({"COMPRESSION": "store", "LOG_LEVEL": "debug", "__ow_method": "post",
+                      "http": {"method": "POST"}});
     let (result, stderr) = invoke(&env, args);
     assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
     let body = &result["body"];
@@ -93,8 +97,13 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
     assert_eq!(body["filesBackedUp"], 2);
     let key = body["archiveName"].as_str().unwrap();
     assert!(key.starts_with("nightly/backup-source-"), "{key}");
-    assert!(stderr.contains("parameters_ignored") && stderr.contains("SPACES_SECRET"));
-    assert!(!stderr.contains(s3.secret_key()), "{stderr}");
+    assert!(
+        stderr.contains("\"level\":\"debug\""),
+        "LOG_LEVEL was passed on"
+    );
+    for secret in [s3.secret_key(), "w3b-s3cret"] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
     let archive = s3.read_object("dest", key).unwrap();
     let zip_path = dir.path().join("a.zip");
     std::fs::write(&zip_path, archive).unwrap();
@@ -155,4 +164,84 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         .as_str()
         .unwrap()
         .contains("/nonexistent/spaces-backup"));
+}
+
+/// What a caller may not change: each dangerous parameter is refused by name, and no
+/// request goes anywhere.
+#[test]
+fn the_function_refuses_what_the_owner_did_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3")).start().unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "a.txt", b"alpha").unwrap();
+    let cwasm = precompiled(dir.path());
+    let mut env: Vec<(&str, String)> = vec![
+        (
+            "SPACES_BACKUP_BIN",
+            env!("CARGO_BIN_EXE_spaces-backup").into(),
+        ),
+        ("SPACES_BACKUP_COMPONENT", cwasm.to_str().unwrap().into()),
+        ("SOURCE_BUCKET", "source".into()),
+        ("SOURCE_ENDPOINT", s3.endpoint().into()),
+        ("DEST_BUCKET", "dest".into()),
+        ("DEST_ENDPOINT", s3.endpoint().into()),
+        ("SPACES_KEY", s3.access_key().into()),
+        ("SPACES_SECRET", s3.secret_key().into()),
+    ];
+    let refused = [
+        json!({"DEST_ENDPOINT": "https://their-server.example"}),
+        json!({"SOURCE_ENDPOINT": "https://their-server.example"}),
+        json!({"SOURCE_BUCKET": "other"}),
+        json!({"DEST_BUCKET": "other"}),
+        json!({"ARCHIVE_PREFIX": "elsewhere"}),
+        json!({"KEEP_LAST": 1}),
+        json!({"KEEP_DAYS": "1"}),
+        json!({"MAX_MEMORY": "8GiB"}),
+        json!({"SPACES_SECRET": "other"}),
+        json!({"BACKUP_TOKEN": "x"}),
+        json!({"ALLOW_PARAMETERS": "DEST_ENDPOINT"}),
+        // Allowed only when the owner lists it.
+        json!({"EXCLUDE": "*"}),
+        json!({"INCLUDE_PREFIXES": "nothing/"}),
+        json!({"NOT_A_SETTING": "1"}),
+    ];
+    for args in refused {
+        let name = args.as_object().unwrap().keys().next().unwrap().clone();
+        let (result, _) = invoke(&env, args);
+        assert_eq!(result["statusCode"], 400, "{name}: {result}");
+        assert_eq!(result["body"]["code"], "ParameterNotAllowed", "{result}");
+        let message = result["body"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'{name}'")), "{message}");
+    }
+    // Restore by invocation is off unless the owner enables it.
+    let (result, _) = invoke(
+        &env,
+        json!({"action": "restore", "archive": "backups/x.zip", "to": "source", "overwrite": true}),
+    );
+    assert_eq!(result["statusCode"], 403, "{result}");
+    assert!(result["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ALLOW_RESTORE=true"));
+    assert!(
+        s3.requests().is_empty(),
+        "a refused invocation sent requests"
+    );
+
+    // The owner may allow only what neither sends data elsewhere nor deletes anything.
+    env.push(("ALLOW_PARAMETERS", "DRY_RUN,KEEP_LAST".into()));
+    let (result, _) = invoke(&env, json!({"DRY_RUN": true}));
+    assert_eq!(result["statusCode"], 500, "{result}");
+    assert!(result["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'KEEP_LAST'"));
+    assert!(s3.requests().is_empty());
+
+    // What the default allows: a dry run.
+    env.retain(|(k, _)| *k != "ALLOW_PARAMETERS");
+    let (result, stderr) = invoke(&env, json!({"DRY_RUN": "true"}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["dryRun"], true, "{result}");
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod deployer;
 mod function;
 mod runner;
 mod signals;

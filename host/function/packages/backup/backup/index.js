@@ -15,15 +15,60 @@ const BINARY = process.env.SPACES_BACKUP_BIN || path.join(__dirname, 'bin', 'spa
 const COMPONENT =
   process.env.SPACES_BACKUP_COMPONENT || path.join(__dirname, 'spaces_backup.cwasm');
 
-// Settings a caller may change per invocation. Credentials come only from the function's
-// environment, so a caller cannot make it sign with other keys.
-const PARAMETERS = new Set([
+// Who may change what. Endpoints, buckets, the archive prefix, retention, credentials,
+// memory and the tokens come from the deployed environment alone: a caller who could set
+// them could send the bucket elsewhere, delete the backup history, or sign with other
+// keys. A caller may set only what the owner lists in ALLOW_PARAMETERS (default:
+// DRY_RUN and LOG_LEVEL), from the settings that neither send data elsewhere nor delete
+// anything. Anything else is refused, by name, before any request is sent.
+const OWNER_ONLY = new Set([
   'SOURCE_BUCKET', 'SOURCE_REGION', 'SOURCE_ENDPOINT',
   'DEST_BUCKET', 'DEST_REGION', 'DEST_ENDPOINT',
-  'ARCHIVE_PREFIX', 'PART_SIZE', 'CONCURRENCY', 'COMPRESSION', 'COMPRESSION_LEVEL',
-  'MAX_RETRIES', 'TIMEOUT_SECONDS', 'LOG_LEVEL', 'MAX_MEMORY',
-  'INCLUDE_PREFIXES', 'EXCLUDE', 'DRY_RUN', 'KEEP_LAST', 'KEEP_DAYS',
+  'ARCHIVE_PREFIX', 'KEEP_LAST', 'KEEP_DAYS', 'MAX_MEMORY',
+  'SPACES_KEY', 'SPACES_SECRET', 'BACKUP_TOKEN', 'RESTORE_TOKEN', 'WEB_SECRET',
+  'ALLOW_PARAMETERS', 'ALLOW_RESTORE',
 ]);
+const MAY_ALLOW = new Set([
+  'DRY_RUN', 'LOG_LEVEL', 'INCLUDE_PREFIXES', 'EXCLUDE', 'PART_SIZE', 'CONCURRENCY',
+  'COMPRESSION', 'COMPRESSION_LEVEL', 'MAX_RETRIES', 'TIMEOUT_SECONDS',
+]);
+const DEFAULT_ALLOWED = 'DRY_RUN,LOG_LEVEL';
+// The wrapper's own settings, which the host does not need.
+const WRAPPER_ONLY = ['WEB_SECRET', 'ALLOW_PARAMETERS', 'ALLOW_RESTORE'];
+
+// The parameters the owner allows, or the error in ALLOW_PARAMETERS.
+function allowedParameters(env) {
+  const text = (env.ALLOW_PARAMETERS || '').trim() || DEFAULT_ALLOWED;
+  const names = text.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+  for (const name of names) {
+    if (!MAY_ALLOW.has(name)) {
+      const why = OWNER_ONLY.has(name)
+        ? 'only the deployed environment may set it'
+        : `it is not a setting an invocation may change (${[...MAY_ALLOW].join(', ')})`;
+      return { error: `ALLOW_PARAMETERS lists '${name}', but ${why}` };
+    }
+  }
+  return { allowed: new Set(names) };
+}
+
+// Why a parameter is refused, or null when it may be used.
+function refusal(name, value, allowed) {
+  if (OWNER_ONLY.has(name)) {
+    return `the parameter '${name}' is refused: only the function's deployed environment sets ` +
+      'endpoints, buckets, the archive prefix, retention, credentials, memory and tokens';
+  }
+  if (MAY_ALLOW.has(name) && !allowed.has(name)) {
+    return `the parameter '${name}' is refused: the owner may allow it with ` +
+      `ALLOW_PARAMETERS (now ${[...allowed].join(',')})`;
+  }
+  if (!MAY_ALLOW.has(name)) {
+    return `unknown parameter '${name}'`;
+  }
+  if (!['string', 'number', 'boolean'].includes(typeof value)) {
+    return `the parameter '${name}' must be a string, a number or a boolean`;
+  }
+  return null;
+}
 
 // Time kept back from the platform's deadline for the host to abort its upload cleanly.
 const ABORT_MARGIN_MS = 30000;
@@ -32,9 +77,14 @@ function failure(statusCode, message) {
   return { statusCode, body: { error: 'Backup failed', code: 'FunctionError', message } };
 }
 
+function invalid(statusCode, code, message) {
+  return { statusCode, body: { error: 'Invalid request', code, message } };
+}
+
 // What an invocation may ask for besides a backup: `action` (`backup`, the default,
 // `verify` or `restore`), `archive` (its key), for `verify` a `mode` (`deep` or
-// `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`.
+// `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`. A restore writes
+// over a bucket: it is off unless the owner sets ALLOW_RESTORE=true.
 const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode', 'to', 'overwrite']);
 
 function command(args) {
@@ -49,6 +99,13 @@ function command(args) {
     return { argv };
   }
   if (action === 'restore') {
+    if (String(process.env.ALLOW_RESTORE || '').trim().toLowerCase() !== 'true') {
+      return {
+        status: 403,
+        code: 'RestoreNotAllowed',
+        error: "restore by invocation is off: the owner may enable it with ALLOW_RESTORE=true in the function's environment",
+      };
+    }
     if (!args.archive || !args.to) {
       return { error: "action 'restore' needs the parameters 'archive' and 'to' (BUCKET[/PREFIX])" };
     }
@@ -63,22 +120,23 @@ function command(args) {
 async function main(args) {
   args = args || {};
   const env = { ...process.env };
-  const ignored = [];
-  const { argv, error } = command(args);
-  if (error) return { statusCode: 400, body: { error: 'Invalid request', code: 'InvalidRequest', message: error } };
+  const { allowed, error: misconfigured } = allowedParameters(env);
+  if (misconfigured) return invalid(500, 'InvalidConfiguration', misconfigured);
+  const { argv, error, status, code } = command(args);
+  if (error) return invalid(status || 400, code || 'InvalidRequest', error);
   for (const [name, value] of Object.entries(args)) {
+    // The platform's own details of a web call (`__ow_*`, DigitalOcean's `http`).
     if (name.startsWith('__ow_') || name.startsWith('http') || ACTION_PARAMETERS.has(name)) continue;
-    if (PARAMETERS.has(name) && ['string', 'number', 'boolean'].includes(typeof value)) {
-      env[name] = String(value);
-    } else {
-      ignored.push(name);
+    const refused = refusal(name, value, allowed);
+    if (refused) {
+      console.error(JSON.stringify({ level: 'warn', event: 'parameter_refused', name }));
+      return invalid(400, 'ParameterNotAllowed', refused);
     }
+    env[name] = String(value);
   }
+  for (const name of WRAPPER_ONLY) delete env[name];
   // The function has 1 GB in all: leave room for Node.js and the host beside the component.
   if (!env.MAX_MEMORY) env.MAX_MEMORY = '768MiB';
-  if (ignored.length > 0) {
-    console.error(JSON.stringify({ level: 'warn', event: 'parameters_ignored', names: ignored }));
-  }
 
   return new Promise((resolve) => {
     let child;
