@@ -112,3 +112,29 @@ async fn a_failed_backup_deletes_nothing() {
         .collect();
     assert_eq!(deletes, ["AbortMultipartUpload"]);
 }
+
+/// KEEP_LAST=1 with an archive named a day ahead (another machine's clock): the archive
+/// this run completed stays, and so does the newest; only the older ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_just_written_is_never_deleted() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    let old = seeded(&s3);
+    let ahead = archive_key(
+        "backups",
+        "source",
+        OffsetDateTime::now_utc() + Duration::days(1),
+    );
+    s3.put_object("dest", &ahead, b"from a clock that runs ahead")
+        .unwrap();
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "KEEP_LAST", "1");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let written = body["archiveName"].as_str().unwrap();
+    let left = keys(&s3);
+    assert!(left.iter().any(|k| k == written), "{body}");
+    assert!(left.contains(&ahead));
+    for k in &old {
+        assert!(!left.contains(k), "{k} should have gone: {body}");
+    }
+}
