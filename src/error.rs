@@ -19,6 +19,8 @@ pub enum Kind {
     MissingArchive,
     /// An endpoint could not be reached, or the connection broke for good.
     Network,
+    /// An endpoint's TLS certificate does not verify.
+    Certificate,
     /// The service answered with an error that is not one of the above (its S3 code).
     Service(String),
     /// The ZIP writer refused what it was given.
@@ -38,7 +40,7 @@ impl Kind {
             Kind::Access => 403,
             Kind::MissingBucket | Kind::MissingArchive => 404,
             Kind::Conflict => 409,
-            Kind::Network | Kind::Service(_) => 502,
+            Kind::Network | Kind::Certificate | Kind::Service(_) => 502,
             Kind::Archive | Kind::SizeMismatch | Kind::Memory => 500,
         }
     }
@@ -51,6 +53,7 @@ impl Kind {
             Kind::MissingBucket => "NoSuchBucket",
             Kind::MissingArchive => "NoSuchKey",
             Kind::Network => "NetworkError",
+            Kind::Certificate => "TlsCertificateError",
             Kind::Service(code) => code,
             Kind::Archive => "ArchiveError",
             Kind::SizeMismatch => "SizeMismatch",
@@ -153,7 +156,19 @@ pub fn s3_failure(
             ),
         );
     }
-    if let S3Error::Transport(_) = e {
+    if let S3Error::Transport(t) = e {
+        if t.kind == crate::io::http::TransportKind::Certificate {
+            return Failure::new(
+                Kind::Certificate,
+                format!(
+                    "the TLS certificate of the {side_name} endpoint {} does not verify ({t}) while {doing}; \
+                     this is not retried: if the endpoint uses a private CA or a TLS proxy, give its CA \
+                     certificate (PEM) in {}",
+                    target.endpoint,
+                    crate::model::CA_FILE_VAR
+                ),
+            );
+        }
         return Failure::new(
             Kind::Network,
             format!(
@@ -208,6 +223,18 @@ mod tests {
         let net = S3Error::Transport(TransportError::connection("the connection was refused"));
         let f = s3_failure(Side::Source, &target(), "listing objects", None, &net);
         assert_eq!((f.status(), f.code()), (502, "NetworkError"));
+
+        let cert = S3Error::Transport(TransportError::new(
+            crate::io::http::TransportKind::Certificate,
+            "unknown issuer",
+        ));
+        assert!(!cert.is_transient());
+        let f = s3_failure(Side::Source, &target(), "listing objects", None, &cert);
+        assert_eq!((f.status(), f.code()), (502, "TlsCertificateError"));
+        assert!(
+            f.message.contains("unknown issuer") && f.message.contains("SSL_CERT_FILE"),
+            "{f}"
+        );
 
         let slow = S3Error::Status {
             status: 503,

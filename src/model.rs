@@ -173,6 +173,15 @@ pub struct Progress {
     pub elapsed_seconds: f64,
 }
 
+/// How the bundled host tells the component that a server's TLS certificate did not
+/// verify (wasi:http's `TlsCertificateError` carries no reason): `internal-error` with a
+/// message that starts with this, followed by the problem.
+pub const CERTIFICATE_ERROR: &str = "the TLS certificate does not verify: ";
+
+/// The variable that adds CA certificates for outgoing HTTPS (PEM), as OpenSSL and
+/// rustls read it.
+pub const CA_FILE_VAR: &str = "SSL_CERT_FILE";
+
 /// Seconds rounded to hundredths, as every report gives them.
 pub fn hundredths(seconds: f64) -> f64 {
     (seconds * 100.0).round() / 100.0

@@ -13,7 +13,7 @@ use spaces_backup::model::{ErrorBody, VerifyAnswer};
 #[cfg(feature = "demo")]
 use spaces_backup_host::demo::{self, DemoOptions};
 use spaces_backup_host::progress::ProgressSink;
-use spaces_backup_host::{env, envelope_line, host_error_body, one_line_error, Runner};
+use spaces_backup_host::{env, envelope_line, host_error_body, one_line_error, trust, Runner};
 
 pub(crate) fn report(result: Result<ExitCode>) -> ExitCode {
     match result {
@@ -36,14 +36,28 @@ fn load_env(env_file: Option<&Path>) -> Result<Vec<(String, String)>> {
 /// MAX_MEMORY, progress drawn when stderr is a terminal.
 fn prepare(component: &ComponentArg, env_file: Option<&Path>) -> Result<(env::EnvVars, Runner)> {
     let mut vars = load_env(env_file)?;
-    // `serve`'s token is the host's, not the component's.
     // The tokens guard the HTTP entry points; the CLI is the owner's own.
     vars.retain(|(k, _)| k != BACKUP_TOKEN && k != RESTORE_TOKEN);
+    let roots = trust::roots(&vars)?;
     let runner = component
         .runner()?
+        .with_roots(roots)
         .with_memory_limit(Some(env::max_memory(&vars)))
         .with_progress(terminal_progress());
     Ok((vars, runner))
+}
+
+/// The envelope for a failure of the host itself: a CA file that cannot be used is bad
+/// configuration (400, naming the variable); anything else is the host's (500).
+fn host_failure(e: &anyhow::Error) -> String {
+    let message = one_line_error(e);
+    eprintln!("spaces-backup: error: {message}");
+    if let Some(t) = e.downcast_ref::<trust::TrustError>() {
+        let body = serde_json::json!({"error": "Backup failed", "message": t.0,
+                                      "code": "InvalidConfiguration"});
+        return envelope_line(400, body.to_string().as_bytes());
+    }
+    envelope_line(500, host_error_body(&message).as_bytes())
 }
 
 /// `POST path` to the component; a failure of the host itself is printed as an envelope.
@@ -61,12 +75,7 @@ async fn call(
         sink.finish();
     }
     result.map_err(|e| {
-        let message = one_line_error(&e);
-        eprintln!("spaces-backup: error: {message}");
-        println!(
-            "{}",
-            envelope_line(500, host_error_body(&message).as_bytes())
-        );
+        println!("{}", host_failure(&e));
         ExitCode::FAILURE
     })
 }
@@ -106,14 +115,7 @@ pub(crate) async fn run(component: &ComponentArg, env_file: Option<&Path>) -> Ex
             };
             (code, envelope_line(status, &body))
         }
-        Err(e) => {
-            let message = one_line_error(&e);
-            eprintln!("spaces-backup: error: {message}");
-            (
-                ExitCode::FAILURE,
-                envelope_line(500, host_error_body(&message).as_bytes()),
-            )
-        }
+        Err(e) => (ExitCode::FAILURE, host_failure(&e)),
     };
     println!("{line}");
     code
@@ -267,8 +269,10 @@ pub(crate) async fn serve(
     let vars = load_env(env_file)?;
     // Before compiling the component: refuse at once.
     spaces_backup_host::check_listen_addr(addr, &vars)?;
+    let roots = trust::roots(&vars)?;
     let runner = component
         .runner()?
+        .with_roots(roots)
         .with_memory_limit(Some(env::max_memory(&vars)));
     spaces_backup_host::serve(addr, runner, vars).await?;
     Ok(ExitCode::SUCCESS)

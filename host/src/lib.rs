@@ -23,6 +23,7 @@ mod outgoing;
 pub mod progress;
 mod runner;
 mod serve;
+pub mod trust;
 
 pub use envelope::{envelope, envelope_line, host_error_body, host_error_envelope, one_line_error};
 pub use outgoing::AllowList;

@@ -65,11 +65,8 @@ struct Idle {
 }
 
 impl OutgoingPool {
-    pub(crate) fn new() -> Self {
-        // As `default_send_request`: rustls with the webpki roots.
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
+    /// A pool whose HTTPS connections trust `roots` (see [`crate::trust`]).
+    pub(crate) fn new(roots: rustls::RootCertStore) -> Self {
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -457,6 +454,25 @@ pub(crate) struct PooledHooks {
 }
 
 impl WasiHttpHooks for PooledHooks {
+    /// A certificate that does not verify is told as such, with the problem, so the
+    /// component fails at once (it retries other TLS failures).
+    fn p2_error_from_tls(
+        &mut self,
+        err: &std::io::Error,
+    ) -> wasmtime_wasi_http::p2::bindings::http::types::ErrorCode {
+        use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+        match crate::trust::certificate_problem(err, "the server") {
+            Some(problem) => {
+                eprintln!("spaces-backup: TLS: {problem}");
+                ErrorCode::InternalError(Some(format!(
+                    "{}{problem}",
+                    spaces_backup::model::CERTIFICATE_ERROR
+                )))
+            }
+            None => ErrorCode::TlsProtocolError,
+        }
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

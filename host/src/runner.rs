@@ -178,7 +178,7 @@ impl Runner {
         Ok(Self {
             pre,
             memory_limit: None,
-            outgoing: OutgoingPool::new(),
+            outgoing: OutgoingPool::new(crate::trust::default_roots()),
             allowed: None,
             progress: None,
         })
@@ -207,6 +207,18 @@ impl Runner {
             pre: self.pre.clone(),
             memory_limit: bytes,
             outgoing: self.outgoing.clone(),
+            allowed: self.allowed.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// The same component with its outgoing HTTPS trusting `roots` (a pool of its own;
+    /// see [`crate::trust::roots`]).
+    pub fn with_roots(&self, roots: rustls::RootCertStore) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            memory_limit: self.memory_limit,
+            outgoing: OutgoingPool::new(roots),
             allowed: self.allowed.clone(),
             progress: self.progress.clone(),
         }

@@ -35,6 +35,8 @@ pub enum TransportKind {
     Connection,
     /// The answer's body broke off, or the stream failed.
     Stream,
+    /// The server's TLS certificate does not verify: it will not on a retry either.
+    Certificate,
 }
 
 /// A failure below HTTP: no answer, or an answer cut off.
@@ -60,9 +62,13 @@ impl TransportError {
         Self::new(TransportKind::Stream, message)
     }
 
-    /// Worth another try: everything but a refusal by the host.
+    /// Worth another try: everything but a refusal by the host or a certificate that
+    /// does not verify.
     pub fn is_transient(&self) -> bool {
-        self.kind != TransportKind::Denied
+        !matches!(
+            self.kind,
+            TransportKind::Denied | TransportKind::Certificate
+        )
     }
 
     /// The same failure, with where it happened after it.
@@ -107,7 +113,15 @@ fn describe(code: &ErrorCode) -> TransportError {
             (Timeout, "the server stopped receiving (write timeout)".into())
         }
         ErrorCode::ConnectionTerminated => (Connection, "the connection was closed early".into()),
-        ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) => (
+        ErrorCode::TlsCertificateError => (
+            Certificate,
+            "the server's TLS certificate does not verify".into(),
+        ),
+        ErrorCode::InternalError(Some(m)) if m.starts_with(crate::model::CERTIFICATE_ERROR) => (
+            Certificate,
+            m[crate::model::CERTIFICATE_ERROR.len()..].to_string(),
+        ),
+        ErrorCode::TlsAlertReceived(_) => (
             Connection,
             "the TLS handshake failed (certificate or protocol)".into(),
         ),

@@ -43,6 +43,32 @@ async fn endpoint_outside_the_allow_list_is_refused_before_any_request() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// The allow-list holds for https endpoints too: the scheme counts, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_applies_to_https_endpoints() {
+    let ca = spaces_backup_testkit::tls::TestCa::new("test CA").unwrap();
+    let s3 = crate::common::start_s3_with(|b| b.in_memory().tls(&ca).unwrap());
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let env = backup_env(&s3, "source", "dest");
+    let plain = s3.endpoint().replace("https://", "http://");
+    let restricted = runner().with_allow_list(AllowList::from_endpoints(&[plain]));
+    let (status, body) = restricted
+        .handle(&env, "POST", "/backup", "")
+        .await
+        .expect("the host runs the component");
+    let body = crate::common::to_json(&body);
+    assert_ne!(status, 200, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not an allowed endpoint"),
+        "{body}"
+    );
+    assert!(s3.requests().is_empty(), "{:?}", s3.requests());
+}
+
 /// A server on 127.0.0.1 with `env`, stopped when the returned sender drops.
 async fn start_server(
     env: Vec<(String, String)>,

@@ -8,6 +8,7 @@ mod deployer;
 mod function;
 mod runner;
 mod signals;
+mod tls;
 mod verify_cli;
 mod wasmtime_serve;
 mod world;

@@ -11,6 +11,7 @@ pub mod memstore;
 pub mod readers;
 pub mod server;
 pub mod sigv4;
+pub mod tls;
 
 use std::ops::Deref;
 

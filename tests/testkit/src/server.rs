@@ -83,6 +83,8 @@ pub struct S3ServerBuilder {
     fault: Option<FaultHook>,
     /// `Some`: serve this store instead of s3s-fs over `root`.
     memory: Option<MemStore>,
+    /// `Some`: serve HTTPS with this certificate.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl S3ServerBuilder {
@@ -91,6 +93,13 @@ impl S3ServerBuilder {
         self.access_key = access_key.to_string();
         self.secret_key = secret_key.to_string();
         self
+    }
+
+    /// Serves HTTPS (only) with the server certificate of `ca`; the endpoint is then
+    /// `https://127.0.0.1:PORT`.
+    pub fn tls(mut self, ca: &crate::tls::TestCa) -> Result<Self> {
+        self.tls = Some(Arc::new(ca.server_config()?));
+        Ok(self)
     }
 
     /// Installs a fault-injection hook.
@@ -166,17 +175,19 @@ impl S3ServerBuilder {
             log: Mutex::new(Vec::new()),
         });
         let thread_shared = shared.clone();
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let thread_tls = tls.clone();
         let thread = std::thread::Builder::new()
             .name("s3-server".into())
             .spawn(move || {
-                runtime.block_on(accept_loop(listener, thread_shared, stop_rx));
+                runtime.block_on(accept_loop(listener, thread_shared, thread_tls, stop_rx));
                 // Connections still open are dropped here, not waited for.
                 runtime.shutdown_timeout(Duration::from_millis(500));
             })
             .context("cannot spawn the S3 server thread")?;
 
         Ok(S3Server {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{}://{addr}", if tls.is_some() { "https" } else { "http" }),
             addr,
             backend,
             access_key: self.access_key,
@@ -233,6 +244,7 @@ impl S3Server {
             secret_key: "test-secret-key".into(),
             fault: None,
             memory: None,
+            tls: None,
         }
     }
 
@@ -692,6 +704,7 @@ fn b64url(s: &str) -> String {
 async fn accept_loop(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -716,11 +729,25 @@ async fn accept_loop(
         // the client's delayed ACK: ~40 ms per request.
         let _ = socket.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(socket), Service(shared))
-                .await;
+            let http = http1::Builder::new().keep_alive(true).clone();
+            match tls {
+                // A client that does not trust the certificate ends the handshake: the
+                // connection is simply dropped, as a real server's would be.
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(socket).await {
+                        let _ = http
+                            .serve_connection(TokioIo::new(stream), Service(shared))
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = http
+                        .serve_connection(TokioIo::new(socket), Service(shared))
+                        .await;
+                }
+            }
         });
     }
 }
