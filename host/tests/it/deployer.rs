@@ -62,7 +62,7 @@ fn the_function(read: &Value) -> &Value {
     assert_eq!(functions.len(), 1, "{read}");
     let f = &functions[0];
     assert_eq!(f["name"], "backup/backup");
-    assert_eq!(f["runtime"], "nodejs:18");
+    assert_eq!(f["runtime"], "nodejs:22");
     assert_eq!(f["main"], "main");
     assert_eq!(f["web"], true);
     assert_eq!(f["limits"]["timeout"], 900_000);

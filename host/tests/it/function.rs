@@ -82,7 +82,7 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         ("ARCHIVE_PREFIX", "nightly".into()),
         // An empty optional variable takes its default.
         ("PART_SIZE", "".into()),
-        ("ALLOW_PARAMETERS", "LOG_LEVEL,COMPRESSION".into()),
+        ("ALLOW_PARAMETERS", "LOG_LEVEL,COMPRESSION,DRY_RUN".into()),
         ("ALLOW_RESTORE", "true".into()),
         ("WEB_SECRET", "w3b-s3cret".into()),
     ];
@@ -154,6 +154,22 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
         .as_str()
         .unwrap()
         .contains("SOURCE_BUCKET"));
+
+    // A runtime that unpacks the binary without its exec bit: the wrapper runs a copy.
+    let unexecutable = dir.path().join("spaces-backup-no-exec");
+    std::fs::copy(env!("CARGO_BIN_EXE_spaces-backup"), &unexecutable).unwrap();
+    std::fs::set_permissions(
+        &unexecutable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    env.retain(|(k, _)| *k != "SPACES_BACKUP_BIN");
+    env.push(("SPACES_BACKUP_BIN", unexecutable.to_str().unwrap().into()));
+    env.push(("SOURCE_BUCKET", "source".into()));
+    let (result, stderr) = invoke(&env, json!({"DRY_RUN": true}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert!(stderr.contains("\"arch\":\"x64\""), "{stderr}");
+    env.retain(|(k, _)| *k != "SOURCE_BUCKET");
 
     // A missing host binary is a clear failure, not a crash.
     env.retain(|(k, _)| *k != "SPACES_BACKUP_BIN");

@@ -8,6 +8,8 @@
 // build.sh), so a cold start loads machine code and compiles nothing.
 
 const { spawn } = require('child_process');
+const fs = require('fs');
+const os = require('os');
 const path = require('path');
 
 // Another build may be used locally or in tests.
@@ -72,6 +74,44 @@ function refusal(name, value, allowed) {
 
 // Time kept back from the platform's deadline for the host to abort its upload cleanly.
 const ABORT_MARGIN_MS = 30000;
+
+// The bundled host is a static x86_64 Linux binary.
+let archLogged = false;
+function checkArch() {
+  if (!archLogged) {
+    console.error(JSON.stringify({ level: 'info', event: 'function_start', arch: process.arch, node: process.version }));
+    archLogged = true;
+  }
+  if (process.arch !== 'x64') {
+    return `this function's host binary is built for x86_64 Linux, but the runtime is ${process.arch}`;
+  }
+  return null;
+}
+
+// The binary to run: BINARY itself when it may be executed; otherwise (a runtime that
+// unpacks the package without the exec bit) a copy in the temporary folder with mode 0755.
+function executable(binary) {
+  try {
+    fs.accessSync(binary, fs.constants.X_OK);
+    return binary;
+  } catch (_) {
+    // Copied below.
+  }
+  // One copy per build, kept for the next invocations of a warm container.
+  const stat = fs.statSync(binary);
+  const copy = path.join(os.tmpdir(), `spaces-backup-${stat.size}-${Math.round(stat.mtimeMs)}`);
+  try {
+    fs.accessSync(copy, fs.constants.X_OK);
+    return copy;
+  } catch (_) {
+    // Not there yet.
+  }
+  const partial = `${copy}.${process.pid}`;
+  fs.copyFileSync(binary, partial);
+  fs.chmodSync(partial, 0o755);
+  fs.renameSync(partial, copy);
+  return copy;
+}
 
 function failure(statusCode, message) {
   return { statusCode, body: { error: 'Backup failed', code: 'FunctionError', message } };
@@ -138,10 +178,12 @@ async function main(args) {
   // The function has 1 GB in all: leave room for Node.js and the host beside the component.
   if (!env.MAX_MEMORY) env.MAX_MEMORY = '768MiB';
 
+  const wrongArch = checkArch();
+  if (wrongArch) return failure(500, wrongArch);
   return new Promise((resolve) => {
     let child;
     try {
-      child = spawn(BINARY, argv, {
+      child = spawn(executable(BINARY), argv, {
         env,
         cwd: __dirname,
         stdio: ['ignore', 'pipe', 'pipe'],
