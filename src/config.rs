@@ -19,6 +19,9 @@ pub const MIN_MAX_MEMORY: u64 = 64 * MIB;
 /// Bytes the GETs may buffer ahead of the archive, all together.
 pub const PREFETCH_BYTES: u64 = 16 * MIB;
 pub const MAX_CONCURRENCY: usize = 64;
+/// DigitalOcean Spaces takes at most 10 concurrent PUT/COPY requests to one object: the
+/// archive's parts in flight stay at or under that unless PARTS_IN_FLIGHT says otherwise.
+pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 10;
 pub const DEFAULT_REGION: &str = "nyc3";
 pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
@@ -59,8 +62,11 @@ pub struct Config {
     pub part_size: u64,
     /// PART_SIZE was set: every part has that size.
     pub part_size_fixed: bool,
-    /// GETs in flight; UploadParts in flight are bounded to half as many parts.
+    /// GETs in flight.
     pub concurrency: usize,
+    /// UploadParts of the archive in flight at most (half CONCURRENCY, at most 10, by
+    /// default).
+    pub parts_in_flight: usize,
     pub compression: Compression,
     pub compression_level: u8,
     pub max_retries: u32,
@@ -81,8 +87,7 @@ pub struct Config {
 impl Config {
     /// Parts that may be uploading at once, in bytes (at least one part always may).
     pub fn upload_budget(&self) -> u64 {
-        self.part_size
-            .saturating_mul(self.concurrency.div_ceil(2) as u64)
+        self.part_size.saturating_mul(self.parts_in_flight as u64)
     }
 
     /// Memory the pipeline needs with parts of `part_size` and `held` bytes kept for the
@@ -214,6 +219,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         access_key: r.required("SPACES_KEY", "the access key id"),
         secret_key: r.required("SPACES_SECRET", "the secret access key"),
     };
+    let concurrency = r.parse("CONCURRENCY", DEFAULT_CONCURRENCY, parse_concurrency);
     let config = Config {
         source,
         dest,
@@ -225,7 +231,12 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         ),
         part_size_fixed: r.get("PART_SIZE").is_some(),
         part_size: r.parse("PART_SIZE", DEFAULT_PART_SIZE, parse_part_size),
-        concurrency: r.parse("CONCURRENCY", DEFAULT_CONCURRENCY, parse_concurrency),
+        concurrency,
+        parts_in_flight: r.parse(
+            "PARTS_IN_FLIGHT",
+            concurrency.div_ceil(2).min(DEFAULT_MAX_PARTS_IN_FLIGHT),
+            parse_concurrency,
+        ),
         compression: r.parse("COMPRESSION", Compression::Auto, parse_compression),
         compression_level: r.parse("COMPRESSION_LEVEL", DEFAULT_COMPRESSION_LEVEL, parse_level),
         max_retries: r.parse("MAX_RETRIES", DEFAULT_MAX_RETRIES, parse_retries),
@@ -254,9 +265,9 @@ fn check_memory(c: &Config) -> Result<(), ConfigErrors> {
     Err(ConfigErrors(vec![ConfigError {
         variable: "MAX_MEMORY".into(),
         problem: format!(
-            "{} bytes is too little for PART_SIZE {} with CONCURRENCY {}, which need about {need}; \
-             raise MAX_MEMORY or lower PART_SIZE or CONCURRENCY",
-            c.max_memory, c.part_size, c.concurrency
+            "{} bytes is too little for PART_SIZE {} with CONCURRENCY {} ({} parts in flight), which need about {need}; \
+             raise MAX_MEMORY or lower PART_SIZE or PARTS_IN_FLIGHT",
+            c.max_memory, c.part_size, c.concurrency, c.parts_in_flight
         ),
     }]))
 }
@@ -428,6 +439,7 @@ mod tests {
         assert_eq!(c.part_size, DEFAULT_PART_SIZE);
         assert!(!c.part_size_fixed);
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(c.parts_in_flight, 8);
         assert_eq!(c.compression, Compression::Auto);
     }
 
@@ -455,6 +467,24 @@ mod tests {
             let err = from_env(&env(&vars)).unwrap_err();
             assert_eq!(err.0[0].variable, "MAX_MEMORY", "{bad}");
         }
+    }
+
+    #[test]
+    fn parts_in_flight_stay_within_what_spaces_allows() {
+        let mut vars = minimal();
+        vars.push(("CONCURRENCY", "64"));
+        let c = from_env(&env(&vars)).unwrap();
+        assert_eq!(c.parts_in_flight, DEFAULT_MAX_PARTS_IN_FLIGHT);
+        vars.push(("PARTS_IN_FLIGHT", "16"));
+        assert_eq!(from_env(&env(&vars)).unwrap().parts_in_flight, 16);
+        let mut one = minimal();
+        one.push(("CONCURRENCY", "1"));
+        assert_eq!(from_env(&env(&one)).unwrap().parts_in_flight, 1);
+        one.push(("PARTS_IN_FLIGHT", "0"));
+        assert_eq!(
+            from_env(&env(&one)).unwrap_err().0[0].variable,
+            "PARTS_IN_FLIGHT"
+        );
     }
 
     #[test]

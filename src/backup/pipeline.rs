@@ -321,11 +321,14 @@ impl Pipeline<'_, '_, '_> {
         self.buffer.part_ready() && !self.upload_slot_free()
     }
 
-    /// Another part may go out: memory stays at the upload budget (or one part, when
+    /// Another part may go out: at most PARTS_IN_FLIGHT of them (Spaces allows 10 writes
+    /// to one object at once), and memory stays at the upload budget (or one part, when
     /// parts have grown past it).
     fn upload_slot_free(&self) -> bool {
         let in_flight: u64 = self.parts.iter().map(|p| p.len() as u64).sum();
-        self.parts.is_empty() || in_flight + self.next_part_size() <= self.upload_budget
+        self.parts.is_empty()
+            || (self.parts.len() < self.config.parts_in_flight
+                && in_flight + self.next_part_size() <= self.upload_budget)
     }
 
     /// Writes the head download's bytes into the archive, in listing order: entries are

@@ -659,3 +659,72 @@ async fn corruption_found_after_bytes_were_archived_fails() {
     );
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
 }
+
+/// Spaces rejects flexible checksums and aws-chunked bodies: no request of a backup (of
+/// several parts) or of its restore carries them; every payload is signed by its SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_checksum_headers_and_no_aws_chunked_bodies() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, http::HeaderMap)>>> = Arc::default();
+    let log = seen.clone();
+    let s3 = crate::common::start_s3_with(move |b| {
+        b.in_memory().fault(move |req| {
+            log.lock()
+                .unwrap()
+                .push((req.operation().to_string(), req.headers.clone()));
+            Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.create_bucket("restored").unwrap();
+    s3.put_object(
+        "source",
+        "big.bin",
+        &content(3, 2 * MIN_PART_SIZE as usize + 77, false),
+    )
+    .unwrap();
+    s3.put_object("source", "small.txt", b"small").unwrap();
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["parts"].as_u64().unwrap() >= 3, "{body}");
+    let key = body["archiveName"].as_str().unwrap();
+    let (status, body) =
+        crate::common::request(&env, "POST", &format!("/restore?archive={key}&to=restored")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let seen = seen.lock().unwrap();
+    let ops: std::collections::BTreeSet<&str> = seen.iter().map(|(op, _)| op.as_str()).collect();
+    for op in [
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "PutObject",
+        "GetObject",
+    ] {
+        assert!(ops.contains(op), "{op} not seen: {ops:?}");
+    }
+    for (op, headers) in seen.iter() {
+        for (name, value) in headers {
+            let name = name.as_str();
+            assert!(
+                !name.starts_with("x-amz-checksum")
+                    && name != "x-amz-sdk-checksum-algorithm"
+                    && name != "x-amz-trailer"
+                    && name != "x-amz-decoded-content-length",
+                "{op} sent {name}"
+            );
+            if name == "content-encoding" {
+                assert!(
+                    !value.to_str().unwrap().contains("aws-chunked"),
+                    "{op}: {value:?}"
+                );
+            }
+        }
+        let sha = headers["x-amz-content-sha256"].to_str().unwrap();
+        assert!(
+            sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{op} signed its payload as {sha}"
+        );
+    }
+}
