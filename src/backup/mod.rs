@@ -146,7 +146,7 @@ fn complete_or_abort(
             s3_failure(
                 Side::Destination,
                 &config.dest,
-                "completing the multipart upload",
+                &format!("completing the multipart upload {}", upload.upload_id()),
                 Some(&upload.key),
                 &e,
             )
@@ -156,6 +156,14 @@ fn complete_or_abort(
         return Ok(());
     };
     let key = upload.key.clone();
+    if upload.is_unsettled() {
+        log::warn("upload_unsettled", json!({"archiveName": key}));
+        return Err(err.and(&format!(
+            "; the upload was not aborted, since the service may still be completing it: \
+             look for '{key}' later, or abort the upload {} with AbortMultipartUpload",
+            upload.upload_id()
+        )));
+    }
     Err(match upload.abort() {
         Ok(()) => {
             log::warn("upload_aborted", json!({"archiveName": key}));

@@ -17,6 +17,37 @@ pub struct MultipartUpload<'a> {
     started: u32,
     /// Bytes of all parts started: the archive's size once complete.
     bytes: u64,
+    /// A Complete's outcome could not be settled: the object may still appear, so the
+    /// upload must not be aborted.
+    unsettled: bool,
+}
+
+/// How long a CompleteMultipartUpload may take to answer, and between the bytes of its
+/// answer: the service assembles the parts meanwhile (AWS documents minutes for big
+/// uploads, keeping the connection open with whitespace), so it is not `TIMEOUT_SECONDS`
+/// but two minutes and a second more for every 10 parts (about 19 minutes for 10,000).
+pub fn complete_wait(parts: usize, timeout: std::time::Duration) -> std::time::Duration {
+    let parts = u64::try_from(parts).unwrap_or(u64::MAX);
+    std::time::Duration::from_secs(120)
+        .saturating_add(std::time::Duration::from_millis(parts.saturating_mul(100)))
+        .max(timeout)
+}
+
+/// After a Complete whose answer is lost, or that a retry finds already gone, the object
+/// may be on its way: how long to look for it before deciding.
+const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What looking for a completed upload found.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// The archive is there with every byte.
+    Stored,
+    /// The upload is still there and no archive appeared: the Complete did not take.
+    NotCompleted,
+    /// The upload is gone and no archive appeared in the time allowed.
+    Vanished,
+    /// Neither could be told (the service did not answer).
+    Unknown,
 }
 
 enum PartState {
@@ -94,6 +125,7 @@ impl<'a> MultipartUpload<'a> {
             parts: Vec::new(),
             started: 0,
             bytes: 0,
+            unsettled: false,
         })
     }
 
@@ -185,50 +217,163 @@ impl<'a> MultipartUpload<'a> {
         }
     }
 
-    /// CompleteMultipartUpload. A 200 whose body is an `<Error>` is a failure.
+    /// The upload's id, for messages.
+    pub fn upload_id(&self) -> &str {
+        &self.upload_id
+    }
+
+    /// True when a Complete's outcome could not be settled (see [`Self::complete`]): the
+    /// archive may still appear, and the upload is not to be aborted.
+    pub fn is_unsettled(&self) -> bool {
+        self.unsettled
+    }
+
+    /// CompleteMultipartUpload, with a wait of its own ([`complete_wait`]). A 200 whose
+    /// body is an `<Error>` is a failure. When an answer is lost or times out, or a retry
+    /// finds the upload gone (403, 404 `NoSuchUpload` or 409: an earlier attempt may have
+    /// completed it), the outcome is settled before anything else: the archive is looked
+    /// for (HeadObject, with backoff, its size checked) and accepted when it is there; the
+    /// Complete is sent again only while the upload is certainly still there.
     pub fn complete(&mut self) -> Result<(), S3Error> {
         // Parts finish in any order; S3 wants them listed in order.
         self.parts.sort_unstable_by_key(|(n, _)| *n);
         let body = std::rc::Rc::new(xml::complete_body(&self.parts).into_bytes());
         let op = ops::complete_multipart_upload(&self.key, &self.upload_id);
         let payload = crate::s3::sigv4::sha256_hex(&body);
-        self.s3.retrying(op.name, op.key, |retry| {
-            let mut resp = match self.s3.send_once(&op, Some(body.clone()), &payload) {
-                // An earlier attempt completed the upload but its answer was lost: the
-                // upload is gone (S3 says NoSuchUpload; some servers 403 or 404).
-                Err(e) if retry > 0 && !e.is_transient() && self.is_stored() => return Ok(()),
-                other => other?,
+        let wait = complete_wait(self.parts.len(), self.s3.timeout());
+        let mut retry = self.s3.retry();
+        let mut attempt = 0u32;
+        loop {
+            let error = match self.complete_once(&op, &body, &payload, wait) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
             };
-            let text = resp.read_to_string(1024 * 1024)?;
-            if xml::is_complete_result(&text) {
-                return Ok(());
-            }
-            Err(match xml::parse_error(&text) {
-                Some(e) => S3Error::Status {
-                    status: resp.status,
-                    code: e.code,
-                    message: e.message,
-                },
-                None => {
-                    S3Error::Protocol("CompleteMultipartUpload answered without a result".into())
+            attempt += 1;
+            let lost = matches!(error, S3Error::Transport(_));
+            let gone_on_retry = attempt > 1 && matches!(error.status(), Some(403 | 404 | 409));
+            if lost || gone_on_retry {
+                match self.settle(wait) {
+                    Settled::Stored => return Ok(()),
+                    Settled::NotCompleted => {}
+                    Settled::Vanished => {
+                        return Err(S3Error::protocol(format!(
+                        "the multipart upload {} is gone but no archive appeared at '{}' ({error})",
+                        self.upload_id, self.key
+                    )))
+                    }
+                    Settled::Unknown => {
+                        self.unsettled = true;
+                        return Err(S3Error::protocol(format!(
+                            "the outcome of completing the multipart upload {} is unknown ({error}): \
+                             the archive may still appear at '{}'",
+                            self.upload_id, self.key
+                        )));
+                    }
                 }
-            })
+                if gone_on_retry {
+                    // Still there and never completed: a refusal, in words that do not
+                    // blame the keys that just uploaded every part.
+                    let gone = S3Error::protocol(format!(
+                        "completing the multipart upload {} was refused after a retry ({error})",
+                        self.upload_id
+                    ));
+                    let deadline = self.s3.backoff_anyway(&mut retry, op.name, op.key, gone)?;
+                    http::timer(deadline).block();
+                    continue;
+                }
+            }
+            let deadline = self.s3.backoff(&mut retry, op.name, op.key, error)?;
+            http::timer(deadline).block();
+        }
+    }
+
+    /// One CompleteMultipartUpload and its answer.
+    fn complete_once(
+        &self,
+        op: &crate::s3::Op<'_>,
+        body: &std::rc::Rc<Vec<u8>>,
+        payload: &str,
+        wait: std::time::Duration,
+    ) -> Result<(), S3Error> {
+        let flight = self
+            .s3
+            .start_waiting(op, Some(body.clone()), payload, wait)?;
+        let mut resp = check_status(flight.wait()?)?;
+        let text = resp.read_to_string(1024 * 1024)?;
+        if xml::is_complete_result(&text) {
+            return Ok(());
+        }
+        Err(match xml::parse_error(&text) {
+            Some(e) => S3Error::Status {
+                status: resp.status,
+                code: e.code,
+                message: e.message,
+            },
+            None => S3Error::protocol("CompleteMultipartUpload answered without a result"),
         })
     }
 
-    /// True if the archive exists at its key with exactly the bytes uploaded.
-    fn is_stored(&self) -> bool {
-        self.s3
-            .call(&ops::head_object(&self.key), None)
-            .is_ok_and(|resp| {
+    /// Looks for the archive, with backoff, for up to `wait`: stored (every byte), or
+    /// not, and whether the upload is still there.
+    fn settle(&self, wait: std::time::Duration) -> Settled {
+        let started = http::now_nanos();
+        let elapsed = || std::time::Duration::from_nanos(http::now_nanos().saturating_sub(started));
+        let mut pause = std::time::Duration::from_millis(250);
+        let mut gone = false;
+        loop {
+            if self.stored() == Some(true) {
+                return Settled::Stored;
+            }
+            match self.upload_exists() {
+                Some(false) => gone = true,
+                // Still there after the grace: the Complete did not take.
+                Some(true) if !gone && elapsed() >= SETTLE_GRACE => return Settled::NotCompleted,
+                _ => {}
+            }
+            if elapsed() >= wait.max(SETTLE_GRACE) {
+                return if gone {
+                    Settled::Vanished
+                } else {
+                    Settled::Unknown
+                };
+            }
+            http::timer(http::now_nanos().saturating_add(pause.as_nanos() as u64)).block();
+            pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
+    /// Whether the archive is at its key with exactly the bytes uploaded; `None` when the
+    /// service does not say.
+    fn stored(&self) -> Option<bool> {
+        let op = ops::head_object(&self.key);
+        match self.s3.send_once(&op, None, crate::s3::sigv4::EMPTY_SHA256) {
+            Ok(resp) => Some(
                 resp.header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    == Some(self.bytes)
-            })
+                    == Some(self.bytes),
+            ),
+            Err(e) if e.status() == Some(404) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the upload is still there (ListParts); `None` when the service does not say.
+    fn upload_exists(&self) -> Option<bool> {
+        let op = ops::list_parts(&self.key, &self.upload_id);
+        match self.s3.send_once(&op, None, crate::s3::sigv4::EMPTY_SHA256) {
+            Ok(_) => Some(true),
+            Err(e) if e.code() == "NoSuchUpload" || e.status() == Some(404) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// AbortMultipartUpload, so no orphan parts are left to pay for.
     pub fn abort(&self) -> Result<(), S3Error> {
+        if self.unsettled {
+            return Err(S3Error::protocol(
+                "not aborted: the archive may still appear, as the service may still be completing it",
+            ));
+        }
         match self.s3.call(
             &ops::abort_multipart_upload(&self.key, &self.upload_id),
             None,

@@ -121,6 +121,22 @@ impl S3 {
         body: Option<Rc<Vec<u8>>>,
         payload_sha256: &str,
     ) -> Result<http::InFlight, S3Error> {
+        self.start_waiting(op, body, payload_sha256, self.timeout)
+    }
+
+    /// The request timeout per request (`TIMEOUT_SECONDS`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// [`S3::start`], waiting up to `timeout` for the answer and between its bytes.
+    pub fn start_waiting(
+        &self,
+        op: &Op<'_>,
+        body: Option<Rc<Vec<u8>>>,
+        payload_sha256: &str,
+        timeout: Duration,
+    ) -> Result<http::InFlight, S3Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -138,7 +154,7 @@ impl S3 {
             authority: &self.target.endpoint.authority,
             path_and_query: &prepared.path_and_query,
             headers: &prepared.headers,
-            timeout: self.timeout,
+            timeout,
         };
         Ok(http::start(&request, body)?)
     }
@@ -189,6 +205,21 @@ impl S3 {
         e: S3Error,
     ) -> Result<u64, S3Error> {
         let Some(wait) = retry.next_wait(&e, http::random_u64()) else {
+            return Err(e);
+        };
+        self.note_retry(what, key, retry.attempts(), wait, &e);
+        Ok(http::now_nanos().saturating_add(wait.as_nanos().min(u64::MAX as u128) as u64))
+    }
+
+    /// [`S3::backoff`] for a failure known to be safe to try again, transient or not.
+    pub fn backoff_anyway(
+        &self,
+        retry: &mut Retry,
+        what: &str,
+        key: Option<&str>,
+        e: S3Error,
+    ) -> Result<u64, S3Error> {
+        let Some(wait) = retry.next_wait_anyway(http::random_u64()) else {
             return Err(e);
         };
         self.note_retry(what, key, retry.attempts(), wait, &e);

@@ -109,6 +109,13 @@ pub fn complete_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
     o
 }
 
+/// ListParts, one part at most: whether the upload is still there.
+pub fn list_parts<'a>(key: &'a str, id: &str) -> Op<'a> {
+    let mut o = op("ListParts", "GET", Some(key));
+    o.query = vec![("max-parts".into(), "1".into()), upload_id(id)];
+    o
+}
+
 pub fn abort_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
     let mut o = op("AbortMultipartUpload", "DELETE", Some(key));
     o.query = vec![upload_id(id)];

@@ -77,6 +77,19 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// Counts a retry of what failed in a way that is safe to try again (e.g. a Complete
+    /// settled as not done): the wait before it, or `None` when the budget is spent.
+    pub fn next_wait_anyway(&mut self, random: u64) -> Option<Duration> {
+        if self.attempts >= self.policy.max_retries {
+            return None;
+        }
+        let wait = self.policy.delay(self.attempts, random);
+        self.attempts += 1;
+        Some(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

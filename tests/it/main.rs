@@ -5,6 +5,7 @@
 mod common;
 
 mod backup;
+mod complete;
 mod faults;
 mod filters;
 mod host_security;

@@ -78,6 +78,10 @@ pub enum Fault {
     CutOff(u64),
     /// Close the connection without answering.
     Disconnect,
+    /// Take the whole request, close the connection without answering, and serve the
+    /// request that long after, in the background: an answer lost while the server goes
+    /// on (a CompleteMultipartUpload that finishes after its client gave up).
+    Detach(Duration),
     /// Serve it, with the response body's byte at this offset flipped (data corrupted
     /// in transit, or a server bug); a body shorter than that is left alone.
     Corrupt(u64),

@@ -766,13 +766,13 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let shared = self.0.clone();
-        Box::pin(async move { shared.handle(req).await })
+        Box::pin(async move { Shared::handle(&shared, req).await })
     }
 }
 
 impl Shared {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
     ) -> Result<http::Response<ResponseBody>, StdError> {
         let info = RequestInfo {
@@ -821,6 +821,21 @@ impl Shared {
                 Ok(error_response(status, &code, &info.path))
             }
             Fault::Disconnect => Err("injected fault: connection dropped".into()),
+            Fault::Detach(after) => {
+                let (parts, body) = req.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let detached = http::Request::from_parts(parts, s3s::Body::from(bytes));
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = shared.service.call(detached).await;
+                });
+                Err("injected fault: answer lost, request served later".into())
+            }
         };
         record.status = result.as_ref().ok().map(|r| r.status().as_u16());
         if let Ok(mut log) = self.log.lock() {
