@@ -204,11 +204,8 @@ impl S3 {
         key: Option<&str>,
         e: S3Error,
     ) -> Result<u64, S3Error> {
-        let Some(wait) = retry.next_wait(&e, http::random_u64()) else {
-            return Err(e);
-        };
-        self.note_retry(what, key, retry.attempts(), wait, &e);
-        Ok(http::now_nanos().saturating_add(wait.as_nanos().min(u64::MAX as u128) as u64))
+        let wait = retry.next_wait(&e, http::random_u64());
+        self.schedule(retry, what, key, e, wait)
     }
 
     /// [`S3::backoff`] for a failure known to be safe to try again, transient or not.
@@ -219,7 +216,20 @@ impl S3 {
         key: Option<&str>,
         e: S3Error,
     ) -> Result<u64, S3Error> {
-        let Some(wait) = retry.next_wait_anyway(http::random_u64()) else {
+        let wait = retry.next_wait_anyway(http::random_u64());
+        self.schedule(retry, what, key, e, wait)
+    }
+
+    /// The deadline of the retry after `wait`, counted and logged; `e` back without one.
+    fn schedule(
+        &self,
+        retry: &Retry,
+        what: &str,
+        key: Option<&str>,
+        e: S3Error,
+        wait: Option<Duration>,
+    ) -> Result<u64, S3Error> {
+        let Some(wait) = wait else {
             return Err(e);
         };
         self.note_retry(what, key, retry.attempts(), wait, &e);
