@@ -249,7 +249,9 @@ impl<'a> MultipartUpload<'a> {
                 Err(e) => e,
             };
             attempt += 1;
-            let lost = matches!(error, S3Error::Transport(_));
+            // Lost on the way (not refused by the host, which is stopping, or a certificate
+            // that does not verify: nothing was sent then).
+            let lost = matches!(&error, S3Error::Transport(t) if t.is_transient());
             let gone_on_retry = attempt > 1 && matches!(error.status(), Some(403 | 404 | 409));
             if lost || gone_on_retry {
                 match self.settle(wait) {
