@@ -79,6 +79,9 @@ pub struct Config {
     pub exclude: Exclude,
     /// Report what would be archived, and write nothing.
     pub dry_run: bool,
+    /// The destination wants every part but the last of one size (Cloudflare R2): parts
+    /// do not grow, and their size is chosen from the listed total.
+    pub equal_parts: bool,
     /// Retention: archives of this source to keep, by count and by age.
     pub keep_last: Option<u32>,
     pub keep_days: Option<u32>,
@@ -246,8 +249,24 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         include_prefixes: normalize_prefixes(&r.list("INCLUDE_PREFIXES")),
         exclude: Exclude(r.list("EXCLUDE").iter().map(|p| Pattern::new(p)).collect()),
         dry_run: r.parse("DRY_RUN", false, parse_bool),
+        equal_parts: false,
         keep_last: r.parse("KEEP_LAST", None, parse_count),
         keep_days: r.parse("KEEP_DAYS", None, parse_count),
+    };
+    let mut config = config;
+    // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.
+    let r2 = config
+        .dest
+        .endpoint
+        .authority
+        .ends_with(".r2.cloudflarestorage.com");
+    let auto = r
+        .get("EQUAL_PARTS")
+        .is_some_and(|v| v.eq_ignore_ascii_case("auto"));
+    config.equal_parts = if auto {
+        r2
+    } else {
+        r.parse("EQUAL_PARTS", r2, parse_equal_parts)
     };
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
@@ -335,6 +354,11 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "false" | "0" | "no" => Ok(false),
         _ => Err(format!("'{v}' is not true or false")),
     }
+}
+
+/// `true` or `false` (`auto` is read before: what the endpoint needs).
+fn parse_equal_parts(v: &str) -> Result<bool, String> {
+    parse_bool(v).map_err(|_| format!("'{v}' is not true, false or auto"))
 }
 
 fn parse_count(v: &str) -> Result<Option<u32>, String> {
@@ -484,6 +508,29 @@ mod tests {
         assert_eq!(
             from_env(&env(&one)).unwrap_err().0[0].variable,
             "PARTS_IN_FLIGHT"
+        );
+    }
+
+    #[test]
+    fn equal_parts_follow_the_destination() {
+        let c = from_env(&env(&minimal())).unwrap();
+        assert!(!c.equal_parts);
+        let mut vars = minimal();
+        vars.push(("DEST_ENDPOINT", "https://abc123.r2.cloudflarestorage.com"));
+        assert!(from_env(&env(&vars)).unwrap().equal_parts);
+        vars.push(("EQUAL_PARTS", "false"));
+        assert!(!from_env(&env(&vars)).unwrap().equal_parts);
+        let mut vars = minimal();
+        vars.push(("EQUAL_PARTS", "true"));
+        assert!(from_env(&env(&vars)).unwrap().equal_parts);
+        let mut vars = minimal();
+        vars.push(("EQUAL_PARTS", "auto"));
+        assert!(!from_env(&env(&vars)).unwrap().equal_parts);
+        let mut vars = minimal();
+        vars.push(("EQUAL_PARTS", "sometimes"));
+        assert_eq!(
+            from_env(&env(&vars)).unwrap_err().0[0].variable,
+            "EQUAL_PARTS"
         );
     }
 

@@ -27,11 +27,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::error::{s3_failure, Failure, Side};
+use crate::error::{s3_failure, Failure, Kind, Side};
 use crate::io::log;
 use crate::model::{hundredths, BackupReport, DryRunReport, ListedObject};
 use crate::naming::archive_key;
 use crate::s3::{clients, S3};
+use crate::select::{Selection, Verdict};
 use list::Lister;
 use parts::PartBuffer;
 use pipeline::Tallies;
@@ -63,6 +64,8 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     if config.dry_run {
         return dry_run::run(config, &key, &mut lister, first, clock).map(Outcome::DryRun);
     }
+    let planned = plan_equal_parts(config, &src)?;
+    let config = planned.as_ref().unwrap_or(config);
     let mut upload = MultipartUpload::create(&dst, &key, "application/zip").map_err(|e| {
         s3_failure(
             Side::Destination,
@@ -132,6 +135,57 @@ fn first_page(
         )
     })?;
     Ok(first)
+}
+
+/// With equal parts (Cloudflare R2) and no PART_SIZE, parts cannot grow: one listing
+/// pass first sizes them from the total, so that the archive fits in 10,000 parts.
+fn plan_equal_parts(config: &Config, src: &S3) -> Result<Option<Config>, Failure> {
+    if !config.equal_parts || config.part_size_fixed {
+        return Ok(None);
+    }
+    let selection = Selection::new(config);
+    let mut lister = Lister::new(src, &config.include_prefixes);
+    let (mut bytes, mut objects, mut key_bytes) = (0u64, 0u64, 0u64);
+    while let Some(page) = lister
+        .next_page()
+        .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
+    {
+        for obj in page {
+            if selection.judge(&obj.key) == Verdict::Take {
+                bytes += obj.size;
+                objects += 1;
+                key_bytes += obj.key.len() as u64;
+            }
+        }
+    }
+    let bound = parts::archive_bound(bytes, objects, key_bytes);
+    let size = parts::equal_part_size(bound, config.part_size).ok_or_else(|| {
+        Failure::new(
+            Kind::Archive,
+            format!(
+                "the archive of {bytes} bytes needs parts over 5 GiB to fit in 10,000 equal parts (EQUAL_PARTS)"
+            ),
+        )
+    })?;
+    let mut planned = config.clone();
+    planned.part_size = size;
+    planned.part_size_fixed = true;
+    let need = planned.memory_needed(size, 0);
+    if need > planned.max_memory {
+        return Err(Failure::new(
+            Kind::Memory,
+            format!(
+                "equal parts of {size} bytes (EQUAL_PARTS, for {bytes} bytes of objects) need about {need} bytes, \
+                 more than MAX_MEMORY ({}); raise MAX_MEMORY or lower PARTS_IN_FLIGHT",
+                planned.max_memory
+            ),
+        ));
+    }
+    log::info(
+        "equal_parts",
+        json!({"partSize": size, "objects": objects, "bytes": bytes}),
+    );
+    Ok(Some(planned))
 }
 
 /// Completes the upload after a successful `written`; otherwise, or if completing fails,

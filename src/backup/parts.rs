@@ -30,6 +30,29 @@ pub fn part_size_for(number: u32, base: u64, fixed: bool) -> u64 {
         .min(MAX_PART_SIZE)
 }
 
+/// Parts an equal-parts archive is planned for: 10 % of S3's 10,000 kept for what grows
+/// between the listing that sizes the parts and the one that is archived.
+pub const EQUAL_PARTS_PLANNED: u64 = 9_000;
+
+/// The one part size of an archive whose parts must all be equal (Cloudflare R2), for an
+/// archive of at most `archive_bytes`: at least `base`, whole MiB, within 5 GiB; `None`
+/// when no part size fits it in 10,000 parts.
+pub fn equal_part_size(archive_bytes: u64, base: u64) -> Option<u64> {
+    const MIB: u64 = 1024 * 1024;
+    let needed = archive_bytes.div_ceil(EQUAL_PARTS_PLANNED).div_ceil(MIB) * MIB;
+    let size = needed.max(base);
+    (size <= MAX_PART_SIZE).then_some(size)
+}
+
+/// The largest an archive of these objects can be: stored entries (deflate only
+/// shrinks; stored blocks add 5 bytes per 65,535), each with its local header, ZIP64
+/// extra, data descriptor, central record and manifest line.
+pub fn archive_bound(bytes: u64, objects: u64, key_bytes: u64) -> u64 {
+    let data = bytes + 5 * bytes.div_ceil(65_535) + 5 * objects;
+    let per_entry = 30 + 20 + 24 + 46 + 28 + 512;
+    data + objects * per_entry + 4 * key_bytes + 1024 * 1024
+}
+
 /// A cut part with the SHA-256 that signs its upload.
 pub struct Part {
     pub data: Vec<u8>,
@@ -166,6 +189,24 @@ mod tests {
         // Even from the smallest part, growth stays within S3's 5 GiB part limit.
         assert!(part_size_for(10_000, MIN_PART_SIZE, false) <= MAX_PART_SIZE);
         assert!(part_size_for(10_000, 1024 * MIB, false) <= MAX_PART_SIZE);
+    }
+
+    #[test]
+    fn equal_parts_are_sized_from_the_total() {
+        assert_eq!(equal_part_size(1 << 30, DEFAULT_PART_SIZE), Some(8 * MIB));
+        // 200 GB: about 21.2 MiB per part for 9,000 parts.
+        let p = equal_part_size(200_000_000_000, DEFAULT_PART_SIZE).unwrap();
+        assert_eq!(p, 22 * MIB);
+        assert!(200_000_000_000u64.div_ceil(p) <= EQUAL_PARTS_PLANNED);
+        // 5 TiB fits in parts under 5 GiB.
+        let five_tib = 5 * 1024 * 1024 * MIB;
+        let p = equal_part_size(five_tib, DEFAULT_PART_SIZE).unwrap();
+        assert!(p <= MAX_PART_SIZE && five_tib.div_ceil(p) <= MAX_PARTS as u64);
+        assert_eq!(
+            equal_part_size(60 * 1024 * 1024 * MIB, DEFAULT_PART_SIZE),
+            None
+        );
+        assert!(archive_bound(1000, 1, 10) > 1000 + 30);
     }
 
     #[test]

@@ -737,3 +737,33 @@ async fn no_checksum_headers_and_no_aws_chunked_bodies() {
         );
     }
 }
+
+/// A destination that wants equal parts (Cloudflare R2; the store enforces the rule):
+/// with EQUAL_PARTS and no PART_SIZE, the parts are sized from the listed total and never
+/// grow, and the archive completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_parts_where_the_service_needs_them() {
+    let s3 = crate::common::start_s3_with(|b| b.equal_parts());
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..3u64 {
+        s3.put_object(
+            "source",
+            &format!("noise-{i}.bin"),
+            &content(i, 6_000_000, false),
+        )
+        .unwrap();
+    }
+    let mut env = backup_env(&s3, "source", "dest");
+    crate::common::unset(&mut env, "PART_SIZE");
+    set(&mut env, "EQUAL_PARTS", "true");
+    set(&mut env, "COMPRESSION", "store");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partSize"], 8 * 1024 * 1024, "{body}");
+    assert_eq!(body["parts"], 3, "{body}");
+    let stored = s3
+        .read_object("dest", body["archiveName"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(stored.len() as u64, body["archiveSize"].as_u64().unwrap());
+}

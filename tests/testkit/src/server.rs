@@ -124,6 +124,16 @@ impl S3ServerBuilder {
         self
     }
 
+    /// In memory, every multipart part but the last must have the same size (Cloudflare
+    /// R2's rule); implies [`S3ServerBuilder::in_memory`].
+    pub fn equal_parts(self) -> Self {
+        let builder = self.in_memory();
+        if let Some(store) = &builder.memory {
+            store.set_equal_parts(true);
+        }
+        builder
+    }
+
     /// In memory, the minimum size of every multipart part but the last
     /// (S3's 5 MiB by default); implies [`S3ServerBuilder::in_memory`].
     pub fn min_part_size(self, bytes: u64) -> Self {

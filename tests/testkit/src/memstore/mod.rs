@@ -102,6 +102,8 @@ pub(super) struct State {
     pub(super) uploads: HashMap<String, UploadState>,
     pub(super) upload_seq: u64,
     pub(super) min_part_size: u64,
+    /// Every part but the last must have the same size (as Cloudflare R2 wants).
+    pub(super) equal_parts: bool,
 }
 
 pub(super) struct BucketState {
@@ -215,6 +217,7 @@ impl MemStore {
                 uploads: HashMap::new(),
                 upload_seq: 0,
                 min_part_size: DEFAULT_MIN_PART_SIZE,
+                equal_parts: false,
             })),
         }
     }
@@ -232,6 +235,12 @@ impl MemStore {
 
     pub fn min_part_size(&self) -> u64 {
         self.lock().min_part_size
+    }
+
+    /// From now on, CompleteMultipartUpload refuses uploads whose parts (but the last)
+    /// differ in size, with R2's `InvalidPart`.
+    pub fn set_equal_parts(&self, equal: bool) {
+        self.lock().equal_parts = equal;
     }
 
     /// Creates `bucket`; `false` if it already existed. The name is not

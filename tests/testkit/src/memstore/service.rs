@@ -426,6 +426,7 @@ impl S3 for MemStore {
 
         let mut state = self.lock();
         let min_part_size = state.min_part_size;
+        let equal_parts = state.equal_parts;
         let upload = state
             .uploads
             .get(&input.upload_id)
@@ -469,6 +470,13 @@ impl S3 for MemStore {
                 return Err(s3_error!(
                     EntityTooSmall,
                     "Your proposed upload is smaller than the minimum allowed object size."
+                ));
+            }
+            let first = all_but_last.first().map(|p| p.data.len());
+            if equal_parts && all_but_last.iter().any(|p| Some(p.data.len()) != first) {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "All non-trailing parts must have the same length."
                 ));
             }
         }

@@ -1166,3 +1166,38 @@ async fn faults_and_request_log_in_memory() {
     assert_eq!(log[2].path, "/src///k");
     assert_eq!(log[2].range.as_deref(), Some("bytes=4-"));
 }
+
+/// With R2's rule, parts but the last must be of one size: 5 MiB then 6 MiB is refused
+/// (`InvalidPart`, the upload stays), equal parts and a shorter last one are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_parts_when_asked() {
+    let s3 = memory_server();
+    s3.memory_store().unwrap().set_equal_parts(true);
+    let mut c = Client::connect(&s3, AK, SK).await;
+    let five = vec![b'a'; 5 * 1024 * 1024];
+    let six = vec![b'b'; 6 * 1024 * 1024];
+    let path = object_path("src", "r2.zip");
+    let (id, etags) = start_multipart(&mut c, "src", "r2.zip", &[], &[&five, &six, b"end"]).await;
+    let body = complete_xml(&[(1, &etags[0]), (2, &etags[1]), (3, &etags[2])]);
+    let r = c
+        .send("POST", &path, &[("uploadId", &id)], &[], body.as_bytes())
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "InvalidPart"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s3.open_multipart_uploads("src").unwrap(), 1);
+
+    let (id, etags) = start_multipart(&mut c, "src", "r2.zip", &[], &[&five, &five, b"end"]).await;
+    let body = complete_xml(&[(1, &etags[0]), (2, &etags[1]), (3, &etags[2])]);
+    let r = c
+        .send("POST", &path, &[("uploadId", &id)], &[], body.as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s3.read_object("src", "r2.zip").unwrap().len(),
+        10 * 1024 * 1024 + 3
+    );
+}
