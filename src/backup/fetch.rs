@@ -2,6 +2,11 @@
 //! cut off mid-way resumes with a `Range` request from the byte it reached, pinned to
 //! the listed ETag with `If-Match`; failures before the body are retried with backoff.
 //!
+//! A big object is fetched as several ranges in flight at once (one connection carries
+//! only so much over a long path): each range is a `Download` of its own, the first one
+//! learns the object's size, ETag and headers, the later ones are pinned to that ETag and
+//! checked against it, and the pipeline feeds them into the archive in order.
+//!
 //! Integrity: the byte count must be the listed size, and when the ETag is a plain MD5
 //! (single-part uploads), the MD5 of the bytes read must match it. An object whose bytes
 //! have not reached the archive yet is read again once on a mismatch; otherwise the
@@ -64,14 +69,40 @@ pub fn md5_of_etag(etag: &str) -> Option<String> {
         .then(|| bare.to_ascii_lowercase())
 }
 
-/// One object on its way into the archive.
+/// Which bytes of the object a download fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Span {
+    /// The whole object, in one GET.
+    Whole,
+    /// Bytes `start..end` of an object fetched in several ranges.
+    Range { start: u64, end: u64 },
+}
+
+/// `Content-Range: bytes a-b/total` (total `*` when unknown): the first byte and the total.
+fn content_range(resp: &Response) -> Option<(u64, Option<u64>)> {
+    let v = resp.header("content-range")?;
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, _) = range.split_once('-')?;
+    Some((first.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// ETags compared as S3 clients do: the quotes are not part of the value.
+fn same_etag(a: &str, b: &str) -> bool {
+    a.trim().trim_matches('"') == b.trim().trim_matches('"')
+}
+
+/// One object, or one range of a big one, on its way into the archive.
 pub struct Download {
     pub obj: ListedObject,
     pub meta: ObjectMeta,
+    span: Span,
+    /// The first answer has arrived (for a first range: the object's size is known).
+    answered: bool,
     state: State,
     chunks: VecDeque<Vec<u8>>,
     buffered: usize,
-    /// Bytes received so far: where a resumed GET starts.
+    /// Bytes of this span received so far: a resumed GET starts after them.
     received: u64,
     /// Retries spent on this object (resumes included), bounded by MAX_RETRIES.
     retry: Retry,
@@ -87,41 +118,114 @@ pub struct Download {
     pub changed: bool,
 }
 
-/// The whole object, or the rest of it from `offset`, pinned to the ETag it had.
-fn op(obj: &ListedObject, offset: u64) -> Op<'_> {
-    if offset == 0 {
-        ops::get_object(&obj.key, Range::All, None)
-    } else {
-        ops::get_object(&obj.key, Range::From(offset), Some(&obj.etag))
-    }
-}
-
 impl Download {
     /// A folder marker (zero bytes, key ending in `/`) becomes a directory entry.
     pub fn is_directory(obj: &ListedObject) -> bool {
         obj.key.ends_with('/') && obj.size == 0
     }
 
+    /// The whole object in one GET.
     pub fn start(s3: &S3, obj: ListedObject) -> Result<Self, S3Error> {
+        Self::begin(s3, obj, ObjectMeta::default(), Span::Whole)
+    }
+
+    /// Bytes `start..end` of an object fetched in ranges. The range at 0 comes first and
+    /// learns the object (size, ETag, headers); later ones take `obj` and `meta` from it.
+    pub fn range(
+        s3: &S3,
+        obj: ListedObject,
+        meta: ObjectMeta,
+        start: u64,
+        end: u64,
+    ) -> Result<Self, S3Error> {
+        Self::begin(s3, obj, meta, Span::Range { start, end })
+    }
+
+    fn begin(s3: &S3, obj: ListedObject, meta: ObjectMeta, span: Span) -> Result<Self, S3Error> {
         let mut d = Download {
             obj,
+            span,
+            answered: false,
             state: State::Done,
             chunks: VecDeque::new(),
             buffered: 0,
             received: 0,
             retry: s3.retry(),
             missing: false,
-            meta: ObjectMeta::default(),
+            meta,
             md5: None,
             reread: false,
             handed_on: false,
             changed: false,
         };
-        d.state = match s3.start(&op(&d.obj, 0), None, EMPTY_SHA256) {
+        d.state = match s3.start(&d.request(), None, EMPTY_SHA256) {
             Ok(f) => State::Requesting(f),
             Err(e) => d.retry_or_fail(s3, e)?,
         };
         Ok(d)
+    }
+
+    /// The GET for the bytes still missing. Every GET but the very first of an object is
+    /// pinned to the ETag, so a resume or a later range cannot mix two versions.
+    fn request(&self) -> Op<'_> {
+        let at = self.offset();
+        let key = &self.obj.key;
+        match self.span {
+            Span::Whole if at == 0 => ops::get_object(key, Range::All, None),
+            Span::Whole => ops::get_object(key, Range::From(at), Some(&self.obj.etag)),
+            Span::Range { end, .. } => ops::get_object(
+                key,
+                Range::Bytes(at, end - 1),
+                (at > 0).then_some(self.obj.etag.as_str()),
+            ),
+        }
+    }
+
+    /// The object's byte the next one received will be.
+    fn offset(&self) -> u64 {
+        match self.span {
+            Span::Whole => self.received,
+            Span::Range { start, .. } => start + self.received,
+        }
+    }
+
+    /// The bytes this download brings.
+    fn span_len(&self) -> u64 {
+        match self.span {
+            Span::Whole => self.obj.size,
+            Span::Range { start, end } => end - start,
+        }
+    }
+
+    /// One of several ranges of its object.
+    pub fn is_range(&self) -> bool {
+        matches!(self.span, Span::Range { .. })
+    }
+
+    /// It brings the object's first byte: its entry starts here.
+    pub fn is_first(&self) -> bool {
+        matches!(self.span, Span::Whole | Span::Range { start: 0, .. })
+    }
+
+    /// It brings the object's last byte: its entry ends here.
+    pub fn is_last(&self) -> bool {
+        match self.span {
+            Span::Whole => true,
+            Span::Range { end, .. } => end >= self.obj.size,
+        }
+    }
+
+    /// Where the next range of the object starts.
+    pub fn end(&self) -> u64 {
+        match self.span {
+            Span::Whole => self.obj.size,
+            Span::Range { end, .. } => end,
+        }
+    }
+
+    /// The server has answered once (or the object is gone): size and ETag are known.
+    pub fn knows_object(&self) -> bool {
+        self.answered || self.missing
     }
 
     /// Bytes waiting to be archived.
@@ -132,10 +236,6 @@ impl Download {
     /// Every byte has arrived (or the object is missing, or a directory).
     pub fn finished(&self) -> bool {
         matches!(self.state, State::Done)
-    }
-
-    pub fn received(&self) -> u64 {
-        self.received
     }
 
     pub fn pop_chunk(&mut self) -> Option<Vec<u8>> {
@@ -177,7 +277,7 @@ impl Download {
                 if http::now_nanos() < *deadline {
                     return Ok(false);
                 }
-                self.state = match s3.start(&op(&self.obj, self.received), None, EMPTY_SHA256) {
+                self.state = match s3.start(&self.request(), None, EMPTY_SHA256) {
                     Ok(f) => State::Requesting(f),
                     Err(e) => self.retry_or_fail(s3, e)?,
                 };
@@ -207,28 +307,28 @@ impl Download {
             .and_then(|r| self.check_answer(r));
         Ok(match checked {
             Ok(resp) => {
-                if self.received == 0 {
+                if self.offset() == 0 {
                     self.meta = ObjectMeta::from_response(&resp);
-                    self.md5 = md5_of_etag(&self.obj.etag).map(|want| (Md5::new(), want));
+                    // Ranges are hashed in order by the pipeline, which sees them all.
+                    self.md5 = (self.span == Span::Whole)
+                        .then(|| md5_of_etag(&self.obj.etag))
+                        .flatten()
+                        .map(|want| (Md5::new(), want));
                 }
+                self.answered = true;
                 State::Reading(resp)
             }
             Err(e)
-                if self.received == 0 && e.status() == Some(404) && e.code() != "NoSuchBucket" =>
+                if self.offset() == 0 && e.status() == Some(404) && e.code() != "NoSuchBucket" =>
             {
                 self.missing = true;
                 State::Done
             }
             Err(e)
-                if self.received > 0
+                if self.offset() > 0
                     && (e.code() == "PreconditionFailed" || e.status() == Some(404)) =>
             {
-                return Err(S3Error::Protocol(format!(
-                    "the object changed or was deleted while it was being read, after \
-                     {} bytes ({e}); the backup stops rather than store a mixed or \
-                     truncated entry: run it again",
-                    self.received
-                )))
+                return Err(self.changed_while_read(&e.to_string()))
             }
             Err(e) => self.retry_or_fail(s3, e)?,
         })
@@ -237,6 +337,9 @@ impl Download {
     /// Takes up to `budget` body bytes that have arrived; at the body's end, checks it
     /// (size, MD5), and on a cut-off body, resumes (or fails when retries are spent).
     fn read_body(&mut self, s3: &S3, budget: usize) -> Result<bool, S3Error> {
+        // Where this span starts in the object, and how long it is.
+        let base = self.offset() - self.received;
+        let want = self.span_len();
         let State::Reading(resp) = &mut self.state else {
             return Ok(false);
         };
@@ -248,7 +351,7 @@ impl Download {
                     moved = true;
                     taken += chunk.len();
                     self.received += chunk.len() as u64;
-                    if self.received > self.obj.size {
+                    if self.received > want {
                         return Err(S3Error::Protocol(format!(
                             "the object has more than its listed {} bytes; it changed during the backup",
                             self.obj.size
@@ -262,15 +365,20 @@ impl Download {
                     continue;
                 }
                 Ok(Read::Pending) => break,
-                Ok(Read::End) if self.received == self.obj.size => {
+                Ok(Read::End) if self.received == want => {
                     self.state = self.check_md5(s3)?;
                     return Ok(true);
                 }
                 Ok(Read::End) => TransportError::stream(format!(
                     "the body ended early at byte {} of {}",
-                    self.received, self.obj.size
+                    base + self.received,
+                    self.obj.size
                 )),
-                Err(e) => e.at(&format!("at byte {} of {}", self.received, self.obj.size)),
+                Err(e) => e.at(&format!(
+                    "at byte {} of {}",
+                    base + self.received,
+                    self.obj.size
+                )),
             };
             self.state = self.retry_or_fail(s3, failure.into())?;
             return Ok(true);
@@ -278,43 +386,106 @@ impl Download {
         Ok(moved)
     }
 
-    /// A resumed GET must honour `Range`. The first answer describes the version that will
-    /// be archived: an object rewritten since it was listed is taken as it is now, with
-    /// the size and ETag of this answer (and resumes pinned to that ETag).
+    /// Every answer but an object's first must honour `Range` and come from the version
+    /// the first one described. The first answer describes the version that will be
+    /// archived: an object rewritten since it was listed is taken as it is now, with the
+    /// size and ETag of this answer (and later GETs pinned to that ETag).
     fn check_answer(&mut self, resp: Response) -> Result<Response, S3Error> {
-        if self.received > 0 {
+        let at = self.offset();
+        if at > 0 {
             if resp.status != 206 {
                 return Err(S3Error::Protocol(format!(
                     "the server ignored a Range request (HTTP {}); cannot resume",
                     resp.status
                 )));
             }
+            let range = content_range(&resp);
+            if let Some((first, _)) = range.filter(|(first, _)| *first != at) {
+                return Err(S3Error::Protocol(format!(
+                    "asked for the bytes from {at}, the server sent them from {first}"
+                )));
+            }
+            if let Some(total) = range.and_then(|(_, t)| t).filter(|t| *t != self.obj.size) {
+                return Err(self.changed_while_read(&format!(
+                    "it now has {total} bytes instead of {}",
+                    self.obj.size
+                )));
+            }
+            // A server that ignores If-Match still names the version it sends.
+            if let Some(etag) = resp.header("etag").filter(|e| !e.trim().is_empty()) {
+                if !self.obj.etag.is_empty() && !same_etag(&etag, &self.obj.etag) {
+                    return Err(self.changed_while_read(&format!(
+                        "its ETag is now {etag} instead of {}",
+                        self.obj.etag
+                    )));
+                }
+            }
             return Ok(resp);
         }
-        let len = resp
+        let length = resp
             .header("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
+        let size = match self.span {
+            Span::Whole => length,
+            // The first range: Content-Range gives the whole size; a server that ignores
+            // Range sends the whole object, which this download then takes.
+            Span::Range { end, .. } => {
+                if resp.status == 206 {
+                    let total = content_range(&resp).and_then(|(_, t)| t);
+                    let Some(total) = total else {
+                        return Err(S3Error::Protocol(
+                            "a ranged GET was answered without the object's size \
+                             (Content-Range)"
+                                .into(),
+                        ));
+                    };
+                    self.span = Span::Range {
+                        start: 0,
+                        end: end.min(total),
+                    };
+                    Some(total)
+                } else {
+                    self.span = Span::Whole;
+                    length
+                }
+            }
+        };
         let etag = resp.header("etag").filter(|e| !e.trim().is_empty());
-        let resized = len.is_some_and(|n| n != self.obj.size);
+        let resized = size.is_some_and(|n| n != self.obj.size);
         let retagged = etag
             .as_deref()
-            .is_some_and(|e| !self.obj.etag.is_empty() && e != self.obj.etag);
+            .is_some_and(|e| !self.obj.etag.is_empty() && !same_etag(e, &self.obj.etag));
         if resized || retagged {
             log::warn(
                 "changed_since_listed",
-                json!({"key": self.obj.key, "listedSize": self.obj.size, "size": len,
+                json!({"key": self.obj.key, "listedSize": self.obj.size, "size": size,
                        "listedEtag": self.obj.etag, "etag": etag}),
             );
             self.changed = true;
         }
-        if let Some(n) = len {
+        if let Some(n) = size {
             self.obj.size = n;
+            if let Span::Range { end, .. } = self.span {
+                self.span = Span::Range {
+                    start: 0,
+                    end: end.min(n),
+                };
+            }
         }
         if let Some(e) = etag {
             // s3s-fs and some services list no ETag: the GET's is the one to check.
             self.obj.etag = e;
         }
         Ok(resp)
+    }
+
+    fn changed_while_read(&self, why: &str) -> S3Error {
+        S3Error::Protocol(format!(
+            "the object changed or was deleted while it was being read, after {} bytes \
+             ({why}); the backup stops rather than store a mixed or truncated entry: run it \
+             again",
+            self.offset()
+        ))
     }
 
     /// Done if the MD5 matches (or there is none to check); else read the object once more
@@ -347,7 +518,7 @@ impl Download {
         if self.received > 0 {
             log::warn(
                 "resume",
-                json!({"bucket": s3.bucket(), "key": self.obj.key, "offset": self.received,
+                json!({"bucket": s3.bucket(), "key": self.obj.key, "offset": self.offset(),
                        "size": self.obj.size, "attempt": self.retry.attempts(), "error": error}),
             );
         }

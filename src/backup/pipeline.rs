@@ -1,13 +1,19 @@
 //! The poll loop that drives the stages: GETs in flight ahead of the archive (stage 2),
 //! the archive fed in listing order (stage 3), parts uploaded while the next ones fill
 //! (stage 4), and the next listing page fetched ahead (stage 1).
+//!
+//! An object bigger than one download's buffer is fetched as consecutive ranges of that
+//! size, several in flight (within CONCURRENCY), so it moves at the speed of several
+//! connections; the archive takes them in order, and each waiting range holds at most its
+//! own bytes, so memory stays at PREFETCH_BYTES however big the object is.
 
 use std::collections::VecDeque;
 
+use md5::{Digest, Md5};
 use serde_json::json;
 
 use crate::backup::archive::{choose_method, SAMPLE_SIZE};
-use crate::backup::fetch::Download;
+use crate::backup::fetch::{md5_of_etag, Download, ObjectMeta};
 use crate::backup::list::Lister;
 use crate::backup::parts::{part_size_for, PartBuffer};
 use crate::backup::upload::{MultipartUpload, PartUpload};
@@ -16,6 +22,7 @@ use crate::error::{s3_failure, Failure, Kind, Side};
 use crate::io::http;
 use crate::io::log::{self, ProgressClock};
 use crate::model::{ListedObject, Progress};
+use crate::s3::sigv4::hex;
 use crate::s3::{S3Error, S3};
 use crate::select::{Selection, Tally};
 use crate::zip::write::{ArchiveError, ZipWriter};
@@ -28,6 +35,29 @@ enum Step {
     Moved,
     /// Nothing could move.
     Waiting,
+}
+
+/// An object being cut into ranges.
+enum Splitting {
+    No,
+    /// Its first range is out; the rest waits for its answer (the object's size, ETag
+    /// and headers, which every later range needs).
+    Learning(String),
+    /// The next range starts at `next`.
+    Going {
+        obj: ListedObject,
+        meta: ObjectMeta,
+        next: u64,
+    },
+}
+
+/// The entry being written: what its ranges (or its one download) have brought so far.
+struct OpenEntry {
+    bytes: u64,
+    /// The MD5 of an object fetched in ranges, hashed in order as they are archived, with
+    /// the one its ETag names (a single download checks its own).
+    md5: Option<(Md5, String)>,
+    changed: bool,
 }
 
 /// The head download, with the archive it is fed to (both there whenever it is fed).
@@ -72,7 +102,8 @@ struct Pipeline<'a, 'l, 'u> {
     clock: ProgressClock,
     listing_done: bool,
     downloads: VecDeque<Download>,
-    entry_started: bool,
+    splitting: Splitting,
+    entry: Option<OpenEntry>,
     archive: Option<ZipWriter<PartBuffer>>,
     /// The archive's end (manifest, central directory), written out after the last entry.
     tail: VecDeque<Vec<u8>>,
@@ -108,7 +139,8 @@ pub fn archive_all(
         listed: first.into(),
         listing_done: false,
         downloads: Default::default(),
-        entry_started: false,
+        splitting: Splitting::No,
+        entry: None,
         archive: Some(ZipWriter::new(buffer.clone(), config.compression_level)),
         tail: Default::default(),
         buffer,
@@ -209,10 +241,36 @@ impl Pipeline<'_, '_, '_> {
         self.clock.emit(t, progress);
     }
 
-    /// Starts GETs for the next listed objects, up to CONCURRENCY in flight.
+    /// Starts GETs for the next ranges of a big object, or the next listed objects, up to
+    /// CONCURRENCY in flight.
     fn refill(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         while self.downloads.len() < self.config.concurrency {
+            match &mut self.splitting {
+                Splitting::Learning(_) => break,
+                Splitting::Going { obj, meta, next } => {
+                    let start = *next;
+                    let end = start.saturating_add(self.per_download as u64).min(obj.size);
+                    let d = Download::range(self.src, obj.clone(), meta.clone(), start, end)
+                        .map_err(|e| {
+                            s3_failure(
+                                Side::Source,
+                                &self.config.source,
+                                "reading an object",
+                                Some(&obj.key),
+                                &e,
+                            )
+                        })?;
+                    *next = end;
+                    if end >= obj.size {
+                        self.splitting = Splitting::No;
+                    }
+                    self.downloads.push_back(d);
+                    moved = true;
+                    continue;
+                }
+                Splitting::No => {}
+            }
             let Some(obj) = self.next_object()? else {
                 break;
             };
@@ -220,12 +278,42 @@ impl Pipeline<'_, '_, '_> {
             if !self.progress.left_out.take(verdict) {
                 continue;
             }
-            let d = Download::start(self.src, obj)
-                .map_err(|e| self.source_err("reading an object", None, &e))?;
+            let key = obj.key.clone();
+            let d = if obj.size > self.per_download as u64 {
+                self.splitting = Splitting::Learning(key.clone());
+                let first = self.per_download as u64;
+                Download::range(self.src, obj, ObjectMeta::default(), 0, first)
+            } else {
+                Download::start(self.src, obj)
+            };
+            let d = d.map_err(|e| self.source_err("reading an object", Some(&key), &e))?;
             self.downloads.push_back(d);
             moved = true;
         }
         Ok(moved)
+    }
+
+    /// Once the first range of the object being split has its answer, the next ranges
+    /// can go out, pinned to the ETag it gave (or none, when it turned out to hold the
+    /// whole object, or the object is gone). Called right after that download moved, so
+    /// it is learnt before the archive can take the range and drop it.
+    fn learn_split(&mut self, d_index: usize) {
+        let Splitting::Learning(key) = &self.splitting else {
+            return;
+        };
+        let d = &self.downloads[d_index];
+        if !d.knows_object() || &d.obj.key != key || !d.is_first() {
+            return;
+        }
+        self.splitting = if d.missing || d.is_last() {
+            Splitting::No
+        } else {
+            Splitting::Going {
+                obj: d.obj.clone(),
+                meta: d.meta.clone(),
+                next: d.end(),
+            }
+        };
     }
 
     /// The next listed object. The following page is fetched ahead once this one is half
@@ -267,7 +355,8 @@ impl Pipeline<'_, '_, '_> {
 
     fn step_downloads(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
-        for d in &mut self.downloads {
+        for i in 0..self.downloads.len() {
+            let d = &mut self.downloads[i];
             let budget = self.per_download.saturating_sub(d.buffered());
             match d.step(self.src, budget) {
                 Ok(m) => moved |= m,
@@ -281,6 +370,7 @@ impl Pipeline<'_, '_, '_> {
                     ))
                 }
             }
+            self.learn_split(i);
         }
         Ok(moved)
     }
@@ -389,9 +479,11 @@ impl Pipeline<'_, '_, '_> {
 
     /// A file: its entry is started once its first bytes have chosen the method, then it
     /// takes the bytes that have arrived, and it is finished once they all have.
+    /// A range of an object is one step of its entry: the entry starts with its first
+    /// range and ends with its last.
     fn feed_file(&mut self) -> Result<Step, Failure> {
         let mut moved = false;
-        if !self.entry_started {
+        if self.entry.is_none() {
             if !self.start_entry()? {
                 return Ok(Step::Waiting);
             }
@@ -405,12 +497,24 @@ impl Pipeline<'_, '_, '_> {
             archive
                 .write(&chunk)
                 .map_err(|e| archive_err(&head.obj.key, e))?;
+            if let Some(entry) = &mut self.entry {
+                entry.bytes += chunk.len() as u64;
+                if let Some((md5, _)) = &mut entry.md5 {
+                    md5.update(&chunk);
+                }
+            }
             moved = true;
             self.start_parts(false)?;
         }
         let (head, _) = head_of(&mut self.downloads, &mut self.archive);
         if head.finished() && head.buffered() == 0 {
-            self.finish_entry()?;
+            let last = head.is_last();
+            if let Some(entry) = &mut self.entry {
+                entry.changed |= head.changed;
+            }
+            if last {
+                self.finish_entry()?;
+            }
             return Ok(Step::Done);
         }
         Ok(if moved { Step::Moved } else { Step::Waiting })
@@ -424,6 +528,16 @@ impl Pipeline<'_, '_, '_> {
         if head.buffered() < SAMPLE_SIZE && !head.finished() {
             return Ok(false);
         }
+        if !head.is_first() {
+            // Ranges of one object follow each other in the queue, the first one first.
+            return Err(Failure::new(
+                Kind::Archive,
+                format!(
+                    "archiving '{}': a later range came before the entry was started",
+                    head.obj.key
+                ),
+            ));
+        }
         let obj = &head.obj;
         let method = choose_method(&obj.key, obj.size, &head.sample(SAMPLE_SIZE), compression);
         let name = archive
@@ -433,34 +547,53 @@ impl Pipeline<'_, '_, '_> {
             "archiving",
             json!({"key": obj.key, "entry": name, "method": format!("{method:?}")}),
         );
-        self.entry_started = true;
+        let md5 = head
+            .is_range()
+            .then(|| md5_of_etag(&head.obj.etag))
+            .flatten()
+            .map(|want| (Md5::new(), want));
+        self.entry = Some(OpenEntry {
+            bytes: 0,
+            md5,
+            changed: false,
+        });
         Ok(true)
     }
 
-    /// Ends the head's entry, every byte received, and counts it.
+    /// Ends the head's entry, every byte received (and matching its MD5, for an object
+    /// fetched in ranges), and counts it.
     fn finish_entry(&mut self) -> Result<(), Failure> {
+        let entry = self.entry.take().expect("an entry is open");
         let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
         // `Download` finishes only at exactly the listed size; this guards it.
-        if head.received() != head.obj.size {
+        if entry.bytes != head.obj.size {
             return Err(Failure::new(
                 Kind::SizeMismatch,
                 format!(
                     "'{}' gave {} bytes but was listed with {}",
-                    head.obj.key,
-                    head.received(),
-                    head.obj.size
+                    head.obj.key, entry.bytes, head.obj.size
                 ),
             ));
+        }
+        if let Some((md5, want)) = entry.md5 {
+            let got = hex(&md5.finalize());
+            if got != want {
+                let e = S3Error::Protocol(format!(
+                    "the bytes read have MD5 {got} but the object's ETag says {want}: it was \
+                     corrupted in transit or changed during the backup"
+                ));
+                let key = head.obj.key.clone();
+                return Err(self.source_err("reading an object", Some(&key), &e));
+            }
         }
         archive
             .finish_file(&head.obj, &head.meta)
             .map_err(|e| archive_err(&head.obj.key, e))?;
-        if head.changed {
+        if entry.changed {
             self.progress.changed.push(head.obj.key.clone());
         }
         self.progress.files += 1;
-        self.progress.bytes_read += head.received();
-        self.entry_started = false;
+        self.progress.bytes_read += entry.bytes;
         if self.progress.files.is_multiple_of(4096) {
             // The archive's end grows with every entry, even when parts do not.
             self.check_memory(self.next_part_size())?;

@@ -767,3 +767,154 @@ async fn equal_parts_where_the_service_needs_them() {
         .unwrap();
     assert_eq!(stored.len() as u64, body["archiveSize"].as_u64().unwrap());
 }
+
+/// The `bytes=a-b` a GET asked for, if any.
+fn range_of(req: &crate::common::RequestInfo) -> Option<String> {
+    req.headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+const MIB: usize = 1 << 20;
+
+/// A big object goes out as several `bytes=a-b` GETs in flight (1 MiB each with the
+/// default CONCURRENCY), later ones pinned to the ETag: one range cut mid-body is resumed
+/// from where it stopped, one answered 503 is retried, and the entry is still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_object_in_ranges_survives_a_cut_range_and_a_503() {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| {
+            if req.operation() != "GetObject" || !req.path.ends_with("/big.bin") {
+                return Fault::Pass;
+            }
+            let range = range_of(req).unwrap_or_default();
+            let mut seen = SEEN.lock().unwrap();
+            let first_time = !seen.contains(&range);
+            seen.push(range.clone());
+            if range != format!("bytes=0-{}", MIB - 1) {
+                assert!(
+                    req.headers.contains_key("if-match"),
+                    "{range} without If-Match"
+                );
+            }
+            match range.as_str() {
+                r if first_time && r == format!("bytes={}-{}", MIB, 2 * MIB - 1) => {
+                    Fault::CutOff(300_000)
+                }
+                r if first_time && r == format!("bytes={}-{}", 3 * MIB, 4 * MIB - 1) => {
+                    Fault::Status {
+                        status: 503,
+                        code: "SlowDown".into(),
+                    }
+                }
+                _ => Fault::Pass,
+            }
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let big = content(21, 5 * MIB + 12_345, false);
+    let text = content(22, 3 * MIB, true);
+    s3.put_object("source", "big.bin", &big).unwrap();
+    s3.put_object("source", "text.txt", &text).unwrap();
+    s3.put_object("source", "z-small.txt", b"after the big ones")
+        .unwrap();
+
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retries"], 2, "{body}");
+    let seen = SEEN.lock().unwrap().clone();
+    // Six ranges, the cut one resumed from byte 1 MiB + 300,000, the 503 one asked again.
+    let resumed = format!("bytes={}-{}", MIB + 300_000, 2 * MIB - 1);
+    assert!(seen.contains(&resumed), "{seen:?}");
+    assert!(
+        seen.contains(&format!("bytes={}-{}", 5 * MIB, 5 * MIB + 12_344)),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 6 + 2, "{seen:?}");
+
+    let path = crate::common::archive_path(&s3, "dest", &body);
+    let entries = read_zip_with_python(&path);
+    let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names[..3], ["big.bin", "text.txt", "z-small.txt"]);
+    assert_eq!(entries[0].sha256, sha256_hex(&big));
+    assert_eq!(entries[1].sha256, sha256_hex(&text));
+    assert_eq!(entries[2].sha256, sha256_hex(b"after the big ones"));
+    // The manifest keeps what the first range learnt: size and the object's ETag.
+    let manifest = crate::common::read_manifest_with_python(&path);
+    assert_eq!(manifest[0]["size"], big.len());
+    use md5::Digest as _;
+    let md5: String = md5::Md5::digest(&big)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(manifest[0]["etag"].as_str().unwrap().trim_matches('"'), md5);
+}
+
+/// The object is rewritten (same size) after its first ranges were read: the later ranges
+/// no longer match the ETag, and the backup fails cleanly rather than mix two versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_rewritten_between_ranges_fails_and_aborts() {
+    use std::sync::{Mutex, OnceLock};
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| {
+            let range = range_of(req).unwrap_or_default();
+            if req.operation() == "GetObject" && range.starts_with(&format!("bytes={}-", 2 * MIB)) {
+                let mut done = DONE.lock().unwrap();
+                if !*done {
+                    std::fs::write(PATH.get().unwrap(), content(32, 4 * MIB, false)).unwrap();
+                    *done = true;
+                }
+            }
+            Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "big.bin", &content(31, 4 * MIB, false))
+        .unwrap();
+    PATH.set(s3.object_path("source", "big.bin").unwrap())
+        .unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("'big.bin'"), "{message}");
+    assert!(
+        message.contains("changed or was deleted while it was being read"),
+        "{message}"
+    );
+    assert!(message.contains("aborted"), "{message}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(s3.list_objects("dest").unwrap().is_empty());
+}
+
+/// A byte flipped in a later range: the MD5, taken over the ranges in order, catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_in_one_range_fails_the_backup() {
+    let s3 = start_s3_with(|b| {
+        b.fault(|req| {
+            let range = range_of(req).unwrap_or_default();
+            if req.operation() == "GetObject" && range.starts_with(&format!("bytes={}-", 2 * MIB)) {
+                return Fault::Corrupt(1000);
+            }
+            Fault::Pass
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    s3.put_object("source", "big.bin", &content(33, 4 * MIB, false))
+        .unwrap();
+    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("'big.bin'") && message.contains("MD5"),
+        "{message}"
+    );
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+}
