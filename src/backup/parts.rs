@@ -18,8 +18,9 @@ pub const MAX_PARTS: u32 = 10_000;
 pub const PARTS_PER_STEP: u32 = 1_000;
 
 /// Size of part `number` (from 1). A PART_SIZE the user set is used as it is; the default
-/// grows: 8 MiB parts for the first 8,000 MiB, 16 MiB for the next 16,000 MiB... up to
-/// 4 GiB parts, which makes ~8 TiB in 10,000 parts (S3's own limit is 5 TiB).
+/// grows: 5 MiB parts for the first 5,000 MiB, 10 MiB for the next 10,000 MiB... up to
+/// 2.5 GiB parts, which makes 5,115,000 MiB (4.88 TiB) in 10,000 parts (S3's own limit
+/// on an object is 5 TiB).
 pub fn part_size_for(number: u32, base: u64, fixed: bool) -> u64 {
     if fixed {
         return base;
@@ -180,12 +181,12 @@ mod tests {
     }
 
     #[test]
-    fn default_parts_grow_to_fit_five_tib() {
-        assert_eq!(part_size_for(1, DEFAULT_PART_SIZE, false), 8 * MIB);
-        assert_eq!(part_size_for(1000, DEFAULT_PART_SIZE, false), 8 * MIB);
-        assert_eq!(part_size_for(1001, DEFAULT_PART_SIZE, false), 16 * MIB);
-        assert_eq!(part_size_for(10_000, DEFAULT_PART_SIZE, false), 4096 * MIB);
-        assert!(max_archive_size(DEFAULT_PART_SIZE, false) >= 5 * 1024 * 1024 * MIB);
+    fn default_parts_grow_to_about_five_tib() {
+        assert_eq!(part_size_for(1, DEFAULT_PART_SIZE, false), 5 * MIB);
+        assert_eq!(part_size_for(1000, DEFAULT_PART_SIZE, false), 5 * MIB);
+        assert_eq!(part_size_for(1001, DEFAULT_PART_SIZE, false), 10 * MIB);
+        assert_eq!(part_size_for(10_000, DEFAULT_PART_SIZE, false), 2560 * MIB);
+        assert_eq!(max_archive_size(DEFAULT_PART_SIZE, false), 5_115_000 * MIB);
         // Even from the smallest part, growth stays within S3's 5 GiB part limit.
         assert!(part_size_for(10_000, MIN_PART_SIZE, false) <= MAX_PART_SIZE);
         assert!(part_size_for(10_000, 1024 * MIB, false) <= MAX_PART_SIZE);
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn equal_parts_are_sized_from_the_total() {
-        assert_eq!(equal_part_size(1 << 30, DEFAULT_PART_SIZE), Some(8 * MIB));
+        assert_eq!(equal_part_size(1 << 30, DEFAULT_PART_SIZE), Some(5 * MIB));
         // 200 GB: about 21.2 MiB per part for 9,000 parts.
         let p = equal_part_size(200_000_000_000, DEFAULT_PART_SIZE).unwrap();
         assert_eq!(p, 22 * MIB);

@@ -149,3 +149,64 @@ async fn a_deflated_4_gib_entry() {
     );
     all_readers_agree(&path, 3);
 }
+
+/// Cloudflare R2's rule at full scale: a destination that refuses parts of unequal size
+/// (the in-memory store, told to enforce it) takes an archive of more than 1,000 parts,
+/// the point where growing parts would double. The source is a second server (s3s-fs,
+/// sparse files of zeros) with the same keys, so only the archive is held in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_thousand_equal_parts() {
+    if !big_tests_enabled() {
+        return;
+    }
+    const OBJECT: u64 = 1001 << 20;
+    let source = crate::common::start_s3();
+    let dest = crate::common::S3Server::in_memory_builder()
+        .credentials(source.access_key(), source.secret_key())
+        .equal_parts()
+        .start()
+        .unwrap();
+    source.create_bucket("source").unwrap();
+    dest.create_bucket("dest").unwrap();
+    for i in 0..5 {
+        zeros_object(&source, "source", &format!("zeros-{i}.bin"), OBJECT);
+    }
+    let mut env = backup_env(&source, "source", "dest");
+    set(&mut env, "DEST_ENDPOINT", dest.endpoint());
+    crate::common::unset(&mut env, "PART_SIZE");
+    set(&mut env, "EQUAL_PARTS", "true");
+    // Stored: the archive is as big as the data.
+    set(&mut env, "COMPRESSION", "store");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partSize"], 5 << 20, "{body}");
+    assert!(body["parts"].as_u64().unwrap() > 1000, "{body}");
+    let key = body["archiveName"].as_str().unwrap();
+    let stored = dest
+        .memory_store()
+        .unwrap()
+        .object_data("dest", key)
+        .unwrap();
+    assert_eq!(stored.len() as u64, body["archiveSize"].as_u64().unwrap());
+    // The store's ETag counts the parts it joined.
+    let info = dest.object_info("dest", key).unwrap();
+    let parts = format!("-{}", body["parts"]);
+    assert!(
+        info.etag.trim_matches('"').ends_with(&parts),
+        "{}",
+        info.etag
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.zip");
+    std::fs::write(&path, &stored).unwrap();
+    drop(stored);
+    drop(dest);
+    let entries = read_zip_with_python(&path);
+    assert_eq!(entries.len(), 6);
+    for (i, e) in entries[..5].iter().enumerate() {
+        assert_eq!(e.name, format!("zeros-{i}.bin"));
+        assert_eq!(e.size, OBJECT);
+        assert_eq!(e.crc32, crc_of_zeros(OBJECT));
+    }
+    assert_eq!(entries[5].name, crate::common::MANIFEST);
+}
