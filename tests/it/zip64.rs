@@ -4,7 +4,6 @@
 //! These move ~9 GB through the local S3 server and take minutes, so they run only with
 //! `SPACES_BACKUP_BIG_TESTS=1` (CI sets it: see `.ci/run`).
 
-use std::fs::File;
 use std::path::Path;
 
 use crate::common::{
@@ -22,12 +21,10 @@ fn big_tests_enabled() -> bool {
     on
 }
 
-/// Creates an object straight in the server's folder: a sparse file of zeros, so 4 GiB
-/// cost no disk. The server serves it like any uploaded object.
+/// An object of zeros, a sparse file in the server's folder, so 4 GiB cost no disk. The
+/// server serves it like any uploaded object.
 fn zeros_object(s3: &crate::common::TestS3, bucket: &str, key: &str, size: u64) {
-    let path = s3.object_path(bucket, key).unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    File::create(&path).unwrap().set_len(size).unwrap();
+    s3.put_zeros(bucket, key, size).unwrap();
 }
 
 fn small_object(s3: &crate::common::TestS3, bucket: &str, i: usize) -> (String, Vec<u8>) {

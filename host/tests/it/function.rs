@@ -166,10 +166,18 @@ fn the_function_entry_point_backs_up_and_returns_the_envelope() {
     env.retain(|(k, _)| *k != "SPACES_BACKUP_BIN");
     env.push(("SPACES_BACKUP_BIN", unexecutable.to_str().unwrap().into()));
     env.push(("SOURCE_BUCKET", "source".into()));
-    let (result, stderr) = invoke(&env, json!({"DRY_RUN": true}));
-    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
-    assert!(stderr.contains("\"arch\":\"x64\""), "{stderr}");
-    env.retain(|(k, _)| *k != "SOURCE_BUCKET");
+    // The copy goes to the temporary folder (the test's own), once for warm invocations.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    env.push(("TMPDIR", tmp.to_str().unwrap().into()));
+    for _ in 0..2 {
+        let (result, stderr) = invoke(&env, json!({"DRY_RUN": true}));
+        assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+        assert!(stderr.contains("\"arch\":\"x64\""), "{stderr}");
+    }
+    let copies: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    env.retain(|(k, _)| *k != "SOURCE_BUCKET" && *k != "TMPDIR");
 
     // A missing host binary is a clear failure, not a crash.
     env.retain(|(k, _)| *k != "SPACES_BACKUP_BIN");

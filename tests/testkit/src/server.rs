@@ -384,6 +384,40 @@ impl S3Server {
         }
     }
 
+    /// An object of `size` zero bytes, for tests of big archives. For s3s-fs: a sparse
+    /// file (no disk used) and the ETag (the MD5 of the zeros) recorded beside it as
+    /// s3s-fs records it after a PutObject; without it s3s-fs would hash the whole file
+    /// again for every GET, ranged or not.
+    pub fn put_zeros(&self, bucket: &str, key: &str, size: u64) -> Result<()> {
+        use s3s::crypto::{Checksum as _, Md5};
+        let Backend::Fs(root) = &self.backend else {
+            bail!("put_zeros makes sparse files: a server in memory would hold {size} bytes");
+        };
+        let path = self.object_path(bucket, key)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::File::create(&path)?.set_len(size)?;
+        let block = vec![0u8; 1 << 20];
+        let mut md5 = Md5::new();
+        let mut left = size;
+        while left > 0 {
+            let take = left.min(block.len() as u64) as usize;
+            md5.update(&block[..take]);
+            left -= take as u64;
+        }
+        let etag: String = md5
+            .finalize()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let info = serde_json::json!({ "e_tag": etag });
+        let sidecar = fs_sidecar(root, bucket, key, "internal.json");
+        std::fs::write(&sidecar, serde_json::to_vec(&info)?)
+            .with_context(|| format!("cannot write {}", sidecar.display()))
+    }
+
     /// The file holding object `key` (whether or not it exists); an error
     /// for a server in memory, or a key s3s-fs cannot store.
     pub fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
