@@ -15,7 +15,9 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 /// the parts in flight (not their size) set the upload's speed, and small parts keep
 /// the memory they hold small.
 pub const DEFAULT_PART_SIZE: u64 = 5 * MIB;
-pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Over a long path each GET waits a round trip before its first byte: small objects go
+/// as fast as there are GETs in flight.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 /// The guest memory cap the host applies unless MAX_MEMORY says otherwise.
 pub const DEFAULT_MAX_MEMORY: u64 = 1024 * MIB;
 pub const MIN_MAX_MEMORY: u64 = 64 * MIB;
@@ -466,7 +468,7 @@ mod tests {
         assert_eq!(c.part_size, DEFAULT_PART_SIZE);
         assert!(!c.part_size_fixed);
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
-        assert_eq!(c.parts_in_flight, 8);
+        assert_eq!(c.parts_in_flight, 10);
         assert_eq!(c.compression, Compression::Auto);
     }
 
@@ -474,7 +476,7 @@ mod tests {
     fn memory_needs_are_checked_against_max_memory() {
         let c = from_env(&env(&minimal())).unwrap();
         assert_eq!(c.max_memory, DEFAULT_MAX_MEMORY);
-        // 8 parts of 5 MiB in flight, one filling, prefetch and margin: about 78 MiB.
+        // 10 parts of 5 MiB in flight, one filling, prefetch and margin: about 88 MiB.
         let need = c.memory_needed(c.part_size, 0);
         assert!((72 * MIB..96 * MIB).contains(&need), "{need}");
         // Parts bigger than the upload budget: one in flight and one filling.

@@ -779,8 +779,8 @@ fn range_of(req: &crate::common::RequestInfo) -> Option<String> {
 
 const MIB: usize = 1 << 20;
 
-/// A big object goes out as several `bytes=a-b` GETs in flight (1 MiB each with the
-/// default CONCURRENCY), later ones pinned to the ETag: one range cut mid-body is resumed
+/// A big object goes out as several `bytes=a-b` GETs in flight (1 MiB each with
+/// CONCURRENCY 16), later ones pinned to the ETag: one range cut mid-body is resumed
 /// from where it stopped, one answered 503 is retried, and the entry is still exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_object_in_ranges_survives_a_cut_range_and_a_503() {
@@ -824,7 +824,10 @@ async fn big_object_in_ranges_survives_a_cut_range_and_a_503() {
     s3.put_object("source", "z-small.txt", b"after the big ones")
         .unwrap();
 
-    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    // 16 MiB of prefetch over 16 GETs: ranges of 1 MiB.
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "CONCURRENCY", "16");
+    let (status, body) = run_backup(&env).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["retries"], 2, "{body}");
     let seen = SEEN.lock().unwrap().clone();
@@ -881,7 +884,10 @@ async fn object_rewritten_between_ranges_fails_and_aborts() {
         .unwrap();
     PATH.set(s3.object_path("source", "big.bin").unwrap())
         .unwrap();
-    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    // 16 MiB of prefetch over 16 GETs: ranges of 1 MiB.
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "CONCURRENCY", "16");
+    let (status, body) = run_backup(&env).await;
     assert_eq!(status, 502, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("'big.bin'"), "{message}");
@@ -910,7 +916,10 @@ async fn corruption_in_one_range_fails_the_backup() {
     s3.create_bucket("dest").unwrap();
     s3.put_object("source", "big.bin", &content(33, 4 * MIB, false))
         .unwrap();
-    let (status, body) = run_backup(&backup_env(&s3, "source", "dest")).await;
+    // 16 MiB of prefetch over 16 GETs: ranges of 1 MiB.
+    let mut env = backup_env(&s3, "source", "dest");
+    set(&mut env, "CONCURRENCY", "16");
+    let (status, body) = run_backup(&env).await;
     assert_eq!(status, 502, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(

@@ -134,7 +134,7 @@ fn deploys_with_every_variable_set() {
     let environment = f["environment"].as_object().unwrap();
     assert_eq!(environment, &expected_env(&env));
     assert_eq!(environment["EXCLUDE"], "*.tmp,cache/");
-    assert_eq!(environment["CONCURRENCY"], "16");
+    assert_eq!(environment["CONCURRENCY"], "32");
 }
 
 #[test]
