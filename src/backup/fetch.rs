@@ -325,8 +325,10 @@ impl Download {
                 State::Done
             }
             Err(e)
+                // 416: a later range now lies past the end, the object shrank.
                 if self.offset() > 0
-                    && (e.code() == "PreconditionFailed" || e.status() == Some(404)) =>
+                    && (e.code() == "PreconditionFailed"
+                        || matches!(e.status(), Some(404 | 416))) =>
             {
                 return Err(self.changed_while_read(&e.to_string()))
             }
