@@ -2,10 +2,11 @@
 //! the archive fed in listing order (stage 3), parts uploaded while the next ones fill
 //! (stage 4), and the next listing page fetched ahead (stage 1).
 //!
-//! An object bigger than one download's buffer is fetched as consecutive ranges of that
-//! size, several in flight (within CONCURRENCY), so it moves at the speed of several
-//! connections; the archive takes them in order, and each waiting range holds at most its
-//! own bytes, so memory stays at PREFETCH_BYTES however big the object is.
+//! An object bigger than one range is fetched as consecutive ranges, several in flight
+//! (within CONCURRENCY), so it moves at the speed of several connections; the archive
+//! takes them in order. Each download may buffer a share of PREFETCH_BYTES (a whole
+//! object's GET its even share, a range its own bytes) and new ones start only while the
+//! shares fit in it, so memory stays at PREFETCH_BYTES however big the object is.
 
 use std::collections::VecDeque;
 
@@ -112,8 +113,19 @@ struct Pipeline<'a, 'l, 'u> {
     parts: Vec<PartUpload>,
     /// Bytes of parts that may be in flight at once; at least one part always may.
     upload_budget: u64,
+    /// What a whole object's GET may buffer: PREFETCH_BYTES shared by CONCURRENCY.
     per_download: usize,
+    /// The size of one range of a big object: at least MIN_RANGE, since each range is a
+    /// request, and on a near link requests, not bytes, cost the time.
+    range_size: usize,
     progress: &'a mut Tallies,
+}
+
+/// A range is never smaller than this (unless it is an object's last).
+const MIN_RANGE: usize = 1024 * 1024;
+
+fn per_download(concurrency: usize) -> usize {
+    (crate::config::PREFETCH_BYTES as usize / concurrency).max(SAMPLE_SIZE * 2)
 }
 
 /// Archives every selected object of the listing (whose first page is `first`) into
@@ -147,8 +159,8 @@ pub fn archive_all(
         upload,
         parts: Vec::new(),
         upload_budget: config.upload_budget(),
-        per_download: (crate::config::PREFETCH_BYTES as usize / config.concurrency)
-            .max(SAMPLE_SIZE * 2),
+        per_download: per_download(config.concurrency),
+        range_size: per_download(config.concurrency).max(MIN_RANGE),
         progress,
     };
     let result = p.run();
@@ -205,7 +217,7 @@ impl Pipeline<'_, '_, '_> {
                 // A download with a full buffer waits for the archive to drain it: waking
                 // on its socket then would only spin.
                 for d in &self.downloads {
-                    d.pollables(d.buffered() < self.per_download, &mut pollables);
+                    d.pollables(d.buffered() < self.share(d), &mut pollables);
                 }
                 for part in &self.parts {
                     part.pollables(&mut pollables);
@@ -246,11 +258,13 @@ impl Pipeline<'_, '_, '_> {
     fn refill(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         while self.downloads.len() < self.config.concurrency {
+            let range_fits = self.range_fits();
             match &mut self.splitting {
                 Splitting::Learning(_) => break,
+                Splitting::Going { .. } if !range_fits => break,
                 Splitting::Going { obj, meta, next } => {
                     let start = *next;
-                    let end = start.saturating_add(self.per_download as u64).min(obj.size);
+                    let end = start.saturating_add(self.range_size as u64).min(obj.size);
                     let d = Download::range(self.src, obj.clone(), meta.clone(), start, end)
                         .map_err(|e| {
                             s3_failure(
@@ -274,14 +288,19 @@ impl Pipeline<'_, '_, '_> {
             let Some(obj) = self.next_object()? else {
                 break;
             };
+            if obj.size > self.range_size as u64 && !self.range_fits() {
+                // Its first range waits for room, as its later ranges will.
+                self.listed.push_front(obj);
+                break;
+            }
             let verdict = self.selection.judge(&obj.key);
             if !self.progress.left_out.take(verdict) {
                 continue;
             }
             let key = obj.key.clone();
-            let d = if obj.size > self.per_download as u64 {
+            let d = if obj.size > self.range_size as u64 {
                 self.splitting = Splitting::Learning(key.clone());
-                let first = self.per_download as u64;
+                let first = self.range_size as u64;
                 Download::range(self.src, obj, ObjectMeta::default(), 0, first)
             } else {
                 Download::start(self.src, obj)
@@ -291,6 +310,21 @@ impl Pipeline<'_, '_, '_> {
             moved = true;
         }
         Ok(moved)
+    }
+
+    /// What download `d` may buffer ahead of the archive.
+    fn share(&self, d: &Download) -> usize {
+        if d.is_range() {
+            self.range_size
+        } else {
+            self.per_download
+        }
+    }
+
+    /// Another range fits beside the downloads in flight within PREFETCH_BYTES.
+    fn range_fits(&self) -> bool {
+        let held: usize = self.downloads.iter().map(|d| self.share(d)).sum();
+        held + self.range_size <= crate::config::PREFETCH_BYTES as usize
     }
 
     /// Once the first range of the object being split has its answer, the next ranges
@@ -356,8 +390,9 @@ impl Pipeline<'_, '_, '_> {
     fn step_downloads(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         for i in 0..self.downloads.len() {
+            let share = self.share(&self.downloads[i]);
             let d = &mut self.downloads[i];
-            let budget = self.per_download.saturating_sub(d.buffered());
+            let budget = share.saturating_sub(d.buffered());
             match d.step(self.src, budget) {
                 Ok(m) => moved |= m,
                 Err(e) => {
