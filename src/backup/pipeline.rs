@@ -190,7 +190,8 @@ impl Pipeline<'_, '_, '_> {
     fn run(&mut self) -> Result<(), Failure> {
         loop {
             self.report_progress(false);
-            let mut moved = self.refill()?;
+            let mut moved = self.take_listing_page()?;
+            moved |= self.refill()?;
             moved |= self.step_downloads()?;
             moved |= self.feed_archive()?;
             moved |= self.step_uploads()?;
@@ -225,6 +226,21 @@ impl Pipeline<'_, '_, '_> {
                 self.lister.pollables(&mut pollables);
                 http::wait_any(&pollables);
             }
+        }
+    }
+
+    /// Takes a prefetched listing page as soon as it has arrived, even while every GET
+    /// slot is busy: an answer left unread keeps its pollable ready, so every wait would
+    /// return at once and the loop would spin, starving the transfers it waits for.
+    fn take_listing_page(&mut self) -> Result<bool, Failure> {
+        match self.lister.poll() {
+            Ok(Some(page)) => {
+                self.count_listed(&page);
+                self.listed.extend(page);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(self.source_err("listing objects", None, &e)),
         }
     }
 
