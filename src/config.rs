@@ -28,6 +28,9 @@ pub const MAX_CONCURRENCY: usize = 64;
 /// archive's parts in flight stay at or under that unless PARTS_IN_FLIGHT says otherwise.
 pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 10;
 pub const DEFAULT_REGION: &str = "nyc3";
+/// A long run saves a checkpoint this often, so a run killed without warning loses at
+/// most these minutes of work.
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 300;
 pub const DEFAULT_ARCHIVE_PREFIX: &str = "backups";
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
@@ -90,6 +93,14 @@ pub struct Config {
     /// Retention: archives of this source to keep, by count and by age.
     pub keep_last: Option<u32>,
     pub keep_days: Option<u32>,
+    /// This run's time budget (MAX_RUN_SECONDS): it stops before, with a checkpoint.
+    pub max_run_seconds: Option<u64>,
+    /// The DigitalOcean Function's deadline (`__OW_DEADLINE`, Unix milliseconds).
+    pub deadline_ms: Option<u64>,
+    /// Between checkpoints of a long run (CHECKPOINT_SECONDS).
+    pub checkpoint_seconds: u64,
+    /// Abandon the checkpoint an earlier run left (its upload is aborted) and start anew.
+    pub discard_checkpoint: bool,
 }
 
 impl Config {
@@ -257,6 +268,14 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         equal_parts: false,
         keep_last: r.parse("KEEP_LAST", None, parse_count),
         keep_days: r.parse("KEEP_DAYS", None, parse_count),
+        max_run_seconds: r.parse("MAX_RUN_SECONDS", None, parse_run_seconds),
+        deadline_ms: r.parse("__OW_DEADLINE", None, parse_deadline),
+        checkpoint_seconds: r.parse(
+            "CHECKPOINT_SECONDS",
+            DEFAULT_CHECKPOINT_SECONDS,
+            parse_checkpoint_seconds,
+        ),
+        discard_checkpoint: r.parse("DISCARD_CHECKPOINT", false, parse_bool),
     };
     let mut config = config;
     // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.
@@ -364,6 +383,28 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 /// `true` or `false` (`auto` is read before: what the endpoint needs).
 fn parse_equal_parts(v: &str) -> Result<bool, String> {
     parse_bool(v).map_err(|_| format!("'{v}' is not true, false or auto"))
+}
+
+fn parse_run_seconds(v: &str) -> Result<Option<u64>, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=7 * 86_400).contains(&n) => Ok(Some(n)),
+        _ => Err(format!("'{v}' is not a number of seconds from 1 to 604800")),
+    }
+}
+
+fn parse_checkpoint_seconds(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err(format!("'{v}' is not a number of seconds from 1 to 86400")),
+    }
+}
+
+/// Unix milliseconds, as OpenWhisk sets it for each activation.
+fn parse_deadline(v: &str) -> Result<Option<u64>, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("'{v}' is not a time in Unix milliseconds")),
+    }
 }
 
 fn parse_count(v: &str) -> Result<Option<u32>, String> {
@@ -495,6 +536,39 @@ mod tests {
             vars.push(("MAX_MEMORY", bad));
             let err = from_env(&env(&vars)).unwrap_err();
             assert_eq!(err.0[0].variable, "MAX_MEMORY", "{bad}");
+        }
+    }
+
+    #[test]
+    fn chained_run_settings_are_checked() {
+        let c = from_env(&env(&minimal())).unwrap();
+        assert_eq!(c.max_run_seconds, None);
+        assert_eq!(c.deadline_ms, None);
+        assert_eq!(c.checkpoint_seconds, DEFAULT_CHECKPOINT_SECONDS);
+        assert!(!c.discard_checkpoint);
+        let mut vars = minimal();
+        vars.extend([
+            ("MAX_RUN_SECONDS", "840"),
+            ("__OW_DEADLINE", "1764000000000"),
+            ("CHECKPOINT_SECONDS", "60"),
+            ("DISCARD_CHECKPOINT", "true"),
+        ]);
+        let c = from_env(&env(&vars)).unwrap();
+        assert_eq!(c.max_run_seconds, Some(840));
+        assert_eq!(c.deadline_ms, Some(1_764_000_000_000));
+        assert_eq!(c.checkpoint_seconds, 60);
+        assert!(c.discard_checkpoint);
+        for (name, bad) in [
+            ("MAX_RUN_SECONDS", "0"),
+            ("MAX_RUN_SECONDS", "10m"),
+            ("__OW_DEADLINE", "soon"),
+            ("CHECKPOINT_SECONDS", "0"),
+            ("DISCARD_CHECKPOINT", "maybe"),
+        ] {
+            let mut vars = minimal();
+            vars.push((name, bad));
+            let err = from_env(&env(&vars)).unwrap_err();
+            assert_eq!(err.0[0].variable, name, "{bad}");
         }
     }
 

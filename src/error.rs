@@ -31,6 +31,10 @@ pub enum Kind {
     Memory,
     /// A restore would overwrite existing objects.
     Conflict,
+    /// Another run is writing this backup (it holds the lease on its checkpoint).
+    Busy,
+    /// A checkpoint left by an earlier run cannot be continued by this one.
+    Checkpoint,
 }
 
 impl Kind {
@@ -39,7 +43,7 @@ impl Kind {
             Kind::Configuration | Kind::Request => 400,
             Kind::Access => 403,
             Kind::MissingBucket | Kind::MissingArchive => 404,
-            Kind::Conflict => 409,
+            Kind::Conflict | Kind::Busy | Kind::Checkpoint => 409,
             Kind::Network | Kind::Certificate | Kind::Service(_) => 502,
             Kind::Archive | Kind::SizeMismatch | Kind::Memory => 500,
         }
@@ -59,6 +63,8 @@ impl Kind {
             Kind::SizeMismatch => "SizeMismatch",
             Kind::Memory => "MemoryLimit",
             Kind::Conflict => "WouldOverwrite",
+            Kind::Busy => "BackupInProgress",
+            Kind::Checkpoint => "CheckpointMismatch",
         }
     }
 }

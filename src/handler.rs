@@ -65,15 +65,21 @@ fn route(
     tokens: &Tokens,
 ) -> Answer {
     let query = Query::parse(query);
-    let job = |failed: &str, run: &dyn Fn(&Config) -> Result<String, Failure>| {
+    let job = |failed: &str, run: &dyn Fn(&Config) -> Result<Answer, Failure>| {
         job(failed, env, tokens, run)
     };
+    let ok = |body: String| (200, body);
     match (method, path.trim_end_matches('/')) {
+        // 202 when the run stopped at its deadline and the next one continues the archive.
         (Method::Post, "/backup") => job("Backup failed", &|config| {
-            backup::run(config).map(|outcome| json_body(&outcome))
+            backup::run(config).map(|outcome| (outcome.status(), json_body(&outcome)))
         }),
-        (Method::Post, "/verify") => job("Verify failed", &|config| run_verify(config, &query)),
-        (Method::Post, "/restore") => job("Restore failed", &|config| run_restore(config, &query)),
+        (Method::Post, "/verify") => job("Verify failed", &|config| {
+            run_verify(config, &query).map(ok)
+        }),
+        (Method::Post, "/restore") => job("Restore failed", &|config| {
+            run_restore(config, &query).map(ok)
+        }),
         (Method::Get, "/health" | "") => (
             200,
             json_body(&Health {
@@ -103,7 +109,7 @@ fn job(
     failed: &str,
     env: &BTreeMap<String, String>,
     tokens: &Tokens,
-    run: &dyn Fn(&Config) -> Result<String, Failure>,
+    run: &dyn Fn(&Config) -> Result<Answer, Failure>,
 ) -> Answer {
     let config = match load_config(env, tokens) {
         Ok(c) => c,
@@ -113,7 +119,7 @@ fn job(
         }
     };
     match run(&config) {
-        Ok(body) => (200, body),
+        Ok(answer) => answer,
         Err(e) => {
             let message = log::scrub(&e.message);
             let event = format!(

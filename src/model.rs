@@ -43,6 +43,13 @@ pub struct BackupReport {
     pub deleted: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_error: Option<String>,
+    /// `completed`, or `continuing` when the run stopped at its deadline and the next
+    /// one goes on with the same archive (HTTP 202, exit status 75).
+    #[serde(default)]
+    pub status: String,
+    /// Runs this archive took so far, this one included.
+    #[serde(default)]
+    pub runs: u32,
 }
 
 /// What DRY_RUN=true answers: nothing was written.

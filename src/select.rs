@@ -44,7 +44,11 @@ impl<'a> Selection<'a> {
 
     pub fn judge(&self, key: &str) -> Verdict {
         let c = self.config;
-        if self.same_bucket && is_own_archive(key, &c.archive_prefix, &c.source.bucket) {
+        let own = |key: &str| {
+            is_own_archive(key, &c.archive_prefix, &c.source.bucket)
+                || crate::backup::checkpoint::is_state_key(key, &c.archive_prefix)
+        };
+        if self.same_bucket && own(key) {
             Verdict::OwnArchive
         } else if c.exclude.excludes(key) {
             Verdict::Excluded
@@ -70,6 +74,11 @@ impl Tally {
             Verdict::Excluded => self.excluded += 1,
         }
         false
+    }
+
+    pub fn add(&mut self, other: &Tally) {
+        self.own_archives += other.own_archives;
+        self.excluded += other.excluded;
     }
 }
 

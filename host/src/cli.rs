@@ -108,10 +108,11 @@ pub(crate) async fn run(component: &ComponentArg, env_file: Option<&Path>) -> Ex
     }
     let (code, line) = match result {
         Ok((status, body)) => {
-            let code = if status == 200 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            let code = match status {
+                200 => ExitCode::SUCCESS,
+                // Stopped at its deadline with a checkpoint: run again to continue.
+                202 => ExitCode::from(EX_TEMPFAIL),
+                _ => ExitCode::FAILURE,
             };
             (code, envelope_line(status, &body))
         }
@@ -120,6 +121,10 @@ pub(crate) async fn run(component: &ComponentArg, env_file: Option<&Path>) -> Ex
     println!("{line}");
     code
 }
+
+/// sysexits.h's "temporary failure, try again": what `run` exits with when the backup
+/// stopped at MAX_RUN_SECONDS (or the function's deadline) and continues in the next run.
+pub(crate) const EX_TEMPFAIL: u8 = 75;
 
 /// How long a stopping backup may take to abort its upload and answer.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(25);

@@ -22,6 +22,7 @@ use crate::s3::ops::{self, Range};
 use crate::s3::retry::Retry;
 use crate::s3::sigv4::{hex, EMPTY_SHA256};
 use crate::s3::{check_status, Op, S3Error, S3};
+use crate::select::Tally;
 use md5::{Digest, Md5};
 use serde_json::json;
 
@@ -116,6 +117,9 @@ pub struct Download {
     handed_on: bool,
     /// Rewritten between the listing and its GET (archived as it is now).
     pub changed: bool,
+    /// Keys left out of the selection just before this one: counted for a checkpoint
+    /// once this object is archived, since the next run lists after it.
+    pub left_before: Tally,
 }
 
 impl Download {
@@ -157,6 +161,7 @@ impl Download {
             reread: false,
             handed_on: false,
             changed: false,
+            left_before: Tally::default(),
         };
         d.state = match s3.start(&d.request(), None, EMPTY_SHA256) {
             Ok(f) => State::Requesting(f),

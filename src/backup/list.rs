@@ -11,6 +11,12 @@ fn page_text(answer: Result<Response, TransportError>) -> Result<String, S3Error
     Ok(resp.read_to_string(16 * 1024 * 1024)?)
 }
 
+/// Whether prefix `p` may hold keys after `key`: it holds `key` itself, or sorts after
+/// it (then so do all its keys); otherwise all its keys sort before `key`.
+fn listed_after(p: &str, key: &str) -> bool {
+    key.starts_with(p) || p > key
+}
+
 /// Yields the bucket's objects a page at a time; the whole listing is never held. The
 /// next page can be fetched ahead (`prefetch` + `poll`) while objects of this one are
 /// still being copied. With several prefixes (sorted, none inside another), each is
@@ -19,6 +25,9 @@ pub struct Lister<'a> {
     s3: &'a S3,
     prefixes: Vec<String>,
     token: Option<String>,
+    /// Keys up to this one are left out (a chained run goes on after the last key the
+    /// previous run archived).
+    start_after: Option<String>,
     done: bool,
     ahead: Option<InFlight>,
 }
@@ -36,9 +45,19 @@ impl<'a> Lister<'a> {
             s3,
             prefixes,
             token: None,
+            start_after: None,
             done: false,
             ahead: None,
         }
+    }
+
+    /// Lists only the keys after `key`: prefixes whose keys all sort before it are
+    /// dropped, and the one holding it starts after it.
+    pub fn after(mut self, key: &str) -> Self {
+        self.prefixes.retain(|p| listed_after(p, key));
+        self.done = self.prefixes.is_empty();
+        self.start_after = Some(key.to_string());
+        self
     }
 
     pub fn is_done(&self) -> bool {
@@ -46,10 +65,14 @@ impl<'a> Lister<'a> {
     }
 
     fn op(&self) -> Op<'static> {
-        ops::list_objects_v2(
-            self.prefixes.last().map_or("", String::as_str),
-            self.token.as_deref(),
-        )
+        let prefix = self.prefixes.last().map_or("", String::as_str);
+        // Only the first page of the prefix that holds the key needs it: a continuation
+        // token carries it on, and a later prefix's keys all sort after it.
+        let after = self
+            .start_after
+            .as_deref()
+            .filter(|k| self.token.is_none() && k.starts_with(prefix));
+        ops::list_objects_v2(prefix, self.token.as_deref(), after)
     }
 
     /// Starts fetching the next page without waiting for it. A failure here is not
@@ -114,5 +137,22 @@ impl<'a> Lister<'a> {
             self.done = self.prefixes.is_empty();
         }
         Ok(page.objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_after;
+
+    #[test]
+    fn prefixes_wholly_before_the_last_key_are_dropped() {
+        assert!(listed_after("", "a/b"));
+        assert!(listed_after("a/", "a/b"));
+        assert!(listed_after("b/", "a/b"));
+        assert!(listed_after("a/c", "a/b"));
+        assert!(!listed_after("a/a", "a/b"));
+        assert!(!listed_after("0/", "a/b"));
+        // A prefix longer than the key, sorting after it.
+        assert!(listed_after("a/b/", "a/b"));
     }
 }

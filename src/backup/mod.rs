@@ -10,6 +10,8 @@
 //! upload was created aborts it; [`retention`] runs only after a success.
 
 pub mod archive;
+pub mod chain;
+pub mod checkpoint;
 pub mod dry_run;
 pub mod fetch;
 pub mod list;
@@ -28,14 +30,18 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::error::{s3_failure, Failure, Kind, Side};
+use crate::io::http;
 use crate::io::log;
 use crate::model::{hundredths, BackupReport, DryRunReport, ListedObject};
 use crate::naming::archive_key;
 use crate::s3::{clients, S3};
 use crate::select::{Selection, Verdict};
+use crate::zip::write::ZipWriter;
+use chain::Chain;
+use checkpoint::Checkpoint;
 use list::Lister;
-use parts::PartBuffer;
-use pipeline::Tallies;
+use parts::{part_size_for, PartBuffer};
+use pipeline::{Ended, Schedule, Start, Tallies};
 use upload::MultipartUpload;
 
 /// What a backup answers: the archive written, or what a dry run would write.
@@ -43,30 +49,295 @@ use upload::MultipartUpload;
 #[serde(untagged)]
 pub enum Outcome {
     Done(BackupReport),
+    /// The run stopped at its deadline; the next run continues the same archive.
+    Continuing(BackupReport),
     DryRun(DryRunReport),
 }
 
-/// One backup, from the first listing page to the report.
+impl Outcome {
+    /// The HTTP status: 202 while the archive is not complete yet.
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Continuing(_) => 202,
+            _ => 200,
+        }
+    }
+}
+
+/// Seconds into the run at which it stops taking new entries: its budget (the nearer of
+/// MAX_RUN_SECONDS and the function's deadline) less a reserve for the entry in hand,
+/// the parts still on the wire and the checkpoint (a fifth of the budget, 1.5 s to 90 s).
+pub fn stop_after(
+    max_run_seconds: Option<u64>,
+    deadline_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<f64> {
+    let from_deadline = deadline_ms.map(|d| d.saturating_sub(now_ms) as f64 / 1000.0);
+    let budget = max_run_seconds
+        .map(|s| s as f64)
+        .into_iter()
+        .chain(from_deadline)
+        .reduce(f64::min)?;
+    let reserve = (budget / 5.0).clamp(1.5, 90.0);
+    Some((budget - reserve).max(0.0))
+}
+
+/// The first page of the listing, the writer, the buffer and the upload a run starts
+/// from: a new archive, or the one a checkpoint continues.
+struct Begun<'a> {
+    lister: Lister<'a>,
+    first: Vec<ListedObject>,
+    writer: ZipWriter<PartBuffer>,
+    buffer: PartBuffer,
+    upload: MultipartUpload<'a>,
+    config: Config,
+    tallies: Tallies,
+}
+
+/// One backup, from the first listing page to the report: a new archive, or the one an
+/// earlier run's checkpoint continues; complete, or continuing in the next run.
 pub fn run(config: &Config) -> Result<Outcome, Failure> {
     let started = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
+    let started_nanos = http::now_nanos();
     let retries = Rc::new(Cell::new(0));
     let (src, dst) = clients(config, &retries);
+    if config.dry_run {
+        let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
+        let mut lister = Lister::new(&src, &config.include_prefixes);
+        let first = first_page(config, &mut lister, &dst)?;
+        return dry_run::run(config, &key, &mut lister, first, clock).map(Outcome::DryRun);
+    }
+    // The source's first page and the destination's check come first, as in every run
+    // (a wrong key or a missing bucket is named as such), then a checkpoint is looked for.
+    let mut lister = Lister::new(&src, &config.include_prefixes);
+    let first = first_page(config, &mut lister, &dst)?;
+    let dir = checkpoint::state_dir(&config.archive_prefix, &config.source.bucket);
+    let mut chain = Chain::new(
+        &dst,
+        &config.dest,
+        dir,
+        checkpoint::fingerprint(config),
+        config.checkpoint_seconds,
+    );
+    let begun = found_checkpoint(config, &dst, &mut chain).and_then(|found| match &found {
+        Some(cp) => match continue_backup(config, &src, &dst, &mut chain, cp, &retries) {
+            // Damaged, or its upload gone: abandoned when asked, and a new archive begins.
+            Err(e) if e.kind == Kind::Checkpoint && config.discard_checkpoint => {
+                discard(config, &dst, &mut chain, cp, &e.message)?;
+                chain = Chain::new(
+                    &dst,
+                    &config.dest,
+                    checkpoint::state_dir(&config.archive_prefix, &config.source.bucket),
+                    checkpoint::fingerprint(config),
+                    config.checkpoint_seconds,
+                );
+                let mut lister = Lister::new(&src, &config.include_prefixes);
+                let first = first_page(config, &mut lister, &dst)?;
+                begin_backup(config, &src, &dst, &mut chain, started, lister, first)
+            }
+            other => other,
+        },
+        None => begin_backup(config, &src, &dst, &mut chain, started, lister, first),
+    });
+    let mut begun = match begun {
+        Ok(b) => b,
+        Err(e) => {
+            chain.release();
+            return Err(e);
+        }
+    };
+    let config = &begun.config;
     log::info(
         "backup_start",
         json!({"sourceBucket": config.source.bucket, "source": config.source.endpoint.to_string(),
                "destinationBucket": config.dest.bucket, "destination": config.dest.endpoint.to_string(),
-               "archiveName": key, "partSize": config.part_size}),
+               "archiveName": chain.archive_name, "partSize": config.part_size, "run": chain.runs}),
     );
-    let mut lister = Lister::new(&src, &config.include_prefixes);
-    let first = first_page(config, &mut lister, &dst)?;
-    if config.dry_run {
-        return dry_run::run(config, &key, &mut lister, first, clock).map(Outcome::DryRun);
+    let stop_at = stop_after(config.max_run_seconds, config.deadline_ms, chain::now_ms())
+        .map(|s| started_nanos.saturating_add((s * 1e9) as u64));
+    let schedule = Schedule {
+        stop_at,
+        every: config.checkpoint_seconds.saturating_mul(1_000_000_000),
+        started: started_nanos,
+        earlier_seconds: chain.earlier_seconds,
+        retries: retries.clone(),
+    };
+    let written = pipeline::archive_all(
+        config,
+        &src,
+        Start {
+            lister: &mut begun.lister,
+            first: std::mem::take(&mut begun.first),
+            writer: begun.writer,
+            buffer: &begun.buffer,
+            upload: &mut begun.upload,
+            chain: &mut chain,
+            schedule,
+        },
+        &mut begun.tallies,
+    );
+    let (upload, buffer, tallies) = (&mut begun.upload, &begun.buffer, &begun.tallies);
+    let ended = match written {
+        Ok(Ended::Stopped) => {
+            chain.release();
+            Ended::Stopped
+        }
+        other => {
+            complete_or_abort(config, upload, other.map(drop), &mut chain)?;
+            Ended::Complete
+        }
+    };
+    let key = chain.archive_name.clone();
+    let mut report = BackupReport {
+        message: "Backup completed successfully".into(),
+        source_bucket: config.source.bucket.clone(),
+        destination_bucket: config.dest.bucket.clone(),
+        archive_name: key.clone(),
+        files_backed_up: tallies.files,
+        archive_size: buffer.total(),
+        duration_seconds: hundredths(clock.elapsed().as_secs_f64()),
+        bytes_read: tallies.bytes_read,
+        parts: upload.parts() as u64,
+        part_size: config.part_size,
+        skipped: tallies.skipped.clone(),
+        changed: tallies.changed.clone(),
+        excluded_archives: tallies.left_out.own_archives,
+        excluded_by_filter: tallies.left_out.excluded,
+        retries: retries.get(),
+        deleted: Vec::new(),
+        retention_error: None,
+        status: "completed".into(),
+        runs: chain.runs,
+    };
+    if ended == Ended::Stopped {
+        report.message = "Backup will continue in the next run".into();
+        report.status = "continuing".into();
+        log::info(
+            "backup_continuing",
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
+        return Ok(Outcome::Continuing(report));
     }
-    let planned = plan_equal_parts(config, &src)?;
-    let config = planned.as_ref().unwrap_or(config);
-    let mut upload = MultipartUpload::create(&dst, &key, "application/zip").map_err(|e| {
+    if chain.runs > 1 || chain.has_checkpoint() {
+        if let Err(e) = chain.clear() {
+            log::warn(
+                "checkpoint_cleanup_failed",
+                json!({"message": format!("the archive is complete, but its checkpoint under '{}' could not be removed: {e}", chain.dir)}),
+            );
+        }
+    }
+    let (deleted, retention_error) = apply_retention(config, &dst, &key, started);
+    report.deleted = deleted;
+    report.retention_error = retention_error;
+    log::info(
+        "backup_done",
+        serde_json::to_value(&report).unwrap_or_default(),
+    );
+    Ok(Outcome::Done(report))
+}
+
+/// The checkpoint this run continues, if any: checked against this run's configuration,
+/// with the lease taken; or discarded (DISCARD_CHECKPOINT), its upload aborted.
+fn found_checkpoint(
+    config: &Config,
+    dst: &S3,
+    chain: &mut Chain<'_>,
+) -> Result<Option<Checkpoint>, Failure> {
+    let Some(cp) = chain.load()? else {
+        return Ok(None);
+    };
+    let key = Checkpoint::key(&chain.dir);
+    let mismatch = if cp.fingerprint != chain.fingerprint {
+        Some("it was written with other settings (buckets, endpoints, ARCHIVE_PREFIX, filters, COMPRESSION, PART_SIZE or EQUAL_PARTS)".to_string())
+    } else {
+        cp.check().err()
+    };
+    if let Some(why) = mismatch {
+        if config.discard_checkpoint {
+            discard(config, dst, chain, &cp, &why)?;
+            return Ok(None);
+        }
+        return Err(Failure::new(
+            Kind::Checkpoint,
+            format!(
+                "an unfinished backup ('{}', {} entries so far) has a checkpoint at '{key}' that this run cannot continue: {why}; \
+                 run again with the settings it was started with, or set DISCARD_CHECKPOINT=true to abandon it (its upload is then aborted)",
+                cp.archive_name, cp.zip.entries
+            ),
+        ));
+    }
+    chain.take_lease()?;
+    // Read again under the lease: the run that held it may have gone on meanwhile.
+    match chain.load()? {
+        Some(latest)
+            if latest.archive_name == cp.archive_name && latest.fingerprint == cp.fingerprint =>
+        {
+            Ok(Some(latest))
+        }
+        // It finished (or was discarded) meanwhile: this run begins a new archive.
+        _ => Ok(None),
+    }
+}
+
+/// Abandons `cp` (DISCARD_CHECKPOINT, for a checkpoint this run cannot continue): its
+/// upload is aborted and its state removed, so nothing is left behind.
+fn discard(
+    config: &Config,
+    dst: &S3,
+    chain: &mut Chain<'_>,
+    cp: &Checkpoint,
+    why: &str,
+) -> Result<(), Failure> {
+    chain.take_lease()?;
+    let abort = crate::s3::ops::abort_multipart_upload(&cp.archive_name, &cp.upload_id);
+    match dst.call(&abort, None) {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => {
+            return Err(s3_failure(
+                Side::Destination,
+                &config.dest,
+                &format!(
+                    "aborting the upload {} of the discarded checkpoint",
+                    cp.upload_id
+                ),
+                Some(&cp.archive_name),
+                &e,
+            ))
+        }
+    }
+    chain.discard(cp).map_err(|e| {
+        s3_failure(
+            Side::Destination,
+            &config.dest,
+            "removing the discarded checkpoint",
+            Some(&Checkpoint::key(&chain.dir)),
+            &e,
+        )
+    })?;
+    log::warn(
+        "checkpoint_discarded",
+        json!({"archiveName": cp.archive_name, "reason": why,
+               "message": "DISCARD_CHECKPOINT: the earlier runs' upload was aborted; a new archive begins"}),
+    );
+    Ok(())
+}
+
+/// A new archive: the first page, the destination check, the part size, the upload.
+#[allow(clippy::too_many_arguments)]
+fn begin_backup<'a>(
+    config: &Config,
+    src: &'a S3,
+    dst: &'a S3,
+    chain: &mut Chain<'_>,
+    started: OffsetDateTime,
+    lister: Lister<'a>,
+    first: Vec<ListedObject>,
+) -> Result<Begun<'a>, Failure> {
+    let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
+    let config = plan_equal_parts(config, src)?.unwrap_or_else(|| config.clone());
+    let upload = MultipartUpload::create(dst, &key, "application/zip").map_err(|e| {
         s3_failure(
             Side::Destination,
             &config.dest,
@@ -75,43 +346,101 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
             &e,
         )
     })?;
+    chain.archive_name = key;
+    chain.upload_id = upload.upload_id().to_string();
+    chain.part_size = config.part_size;
     let buffer = PartBuffer::new(config.part_size);
-    let mut tallies = Tallies::default();
-    let written = pipeline::archive_all(
-        config,
-        &src,
-        &mut lister,
+    let writer = ZipWriter::new(buffer.clone(), config.compression_level);
+    Ok(Begun {
+        lister,
         first,
-        &buffer,
-        &mut upload,
-        &mut tallies,
+        writer,
+        buffer,
+        upload,
+        config,
+        tallies: Tallies::default(),
+    })
+}
+
+/// The archive `cp` holds so far, continued after its last key.
+fn continue_backup<'a>(
+    config: &Config,
+    src: &'a S3,
+    dst: &'a S3,
+    chain: &mut Chain<'_>,
+    cp: &Checkpoint,
+    retries: &Rc<Cell<u64>>,
+) -> Result<Begun<'a>, Failure> {
+    chain.continue_from(cp);
+    let mut config = config.clone();
+    if config.equal_parts && !config.part_size_fixed {
+        // Planned by the first run from its listing: kept, so every part has one size.
+        config.part_size = cp.part_size;
+        config.part_size_fixed = true;
+    }
+    let mut lister = Lister::new(src, &config.include_prefixes);
+    if let Some(last) = &cp.last_key {
+        lister = lister.after(last);
+    }
+    // The run's first page (listed before the checkpoint was read) is from the start.
+    let first = lister
+        .next_page()
+        .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
+        .unwrap_or_default();
+    // The upload must still be there (Spaces deletes incomplete uploads after 30 days).
+    let probe = crate::s3::ops::list_parts(&cp.archive_name, &cp.upload_id);
+    if let Err(e) = dst.call_xml(&probe, None) {
+        let why = if e.status() == Some(404) {
+            "it is gone (aborted, or removed by the service's cleanup of incomplete uploads)"
+                .to_string()
+        } else {
+            e.to_string()
+        };
+        return Err(Failure::new(
+            Kind::Checkpoint,
+            format!(
+                "the checkpoint continues the multipart upload {} of '{}', but {why}; \
+                 set DISCARD_CHECKPOINT=true to abandon it and begin a new archive",
+                cp.upload_id, cp.archive_name
+            ),
+        ));
+    }
+    let names = chain.names(cp.seq)?;
+    let pending = chain.pending(cp.seq, cp.pending)?;
+    let next = part_size_for(
+        cp.parts.len() as u32 + 1,
+        config.part_size,
+        config.part_size_fixed,
     );
-    complete_or_abort(config, &mut upload, written)?;
-    let (deleted, retention_error) = apply_retention(config, &dst, &key, started);
-    let report = BackupReport {
-        message: "Backup completed successfully".into(),
-        source_bucket: config.source.bucket.clone(),
-        destination_bucket: config.dest.bucket.clone(),
-        archive_name: key,
-        files_backed_up: tallies.files,
-        archive_size: buffer.total(),
-        duration_seconds: hundredths(clock.elapsed().as_secs_f64()),
-        bytes_read: tallies.bytes_read,
-        parts: upload.parts() as u64,
-        part_size: config.part_size,
-        skipped: tallies.skipped,
-        changed: tallies.changed,
-        excluded_archives: tallies.left_out.own_archives,
-        excluded_by_filter: tallies.left_out.excluded,
-        retries: retries.get(),
-        deleted,
-        retention_error,
+    let buffer = PartBuffer::resumed(next, cp.stored_bytes(), &pending);
+    let writer = ZipWriter::resume(buffer.clone(), config.compression_level, &cp.zip, &names);
+    let upload = MultipartUpload::resume(dst, &cp.archive_name, &cp.upload_id, &cp.parts);
+    retries.set(cp.counts.retries);
+    let c = &cp.counts;
+    let tallies = Tallies {
+        files: c.files,
+        bytes_read: c.bytes_read,
+        skipped: c.skipped.clone(),
+        changed: c.changed.clone(),
+        left_out: crate::select::Tally {
+            own_archives: c.own_archives,
+            excluded: c.excluded,
+        },
     };
     log::info(
-        "backup_done",
-        serde_json::to_value(&report).unwrap_or_default(),
+        "checkpoint_found",
+        json!({"archiveName": cp.archive_name, "entries": cp.zip.entries, "archiveBytes": cp.zip.offset,
+               "lastKey": cp.last_key, "runs": cp.runs}),
     );
-    Ok(Outcome::Done(report))
+    Ok(Begun {
+        lister,
+        first,
+        writer,
+        buffer,
+        upload,
+        config,
+        tallies,
+    })
 }
 
 /// The first listing page and the destination check come before the upload exists: a
@@ -194,6 +523,7 @@ fn complete_or_abort(
     config: &Config,
     upload: &mut MultipartUpload<'_>,
     written: Result<(), Failure>,
+    chain: &mut Chain<'_>,
 ) -> Result<(), Failure> {
     let result = written.and_then(|()| {
         upload.complete().map_err(|e| {
@@ -210,6 +540,17 @@ fn complete_or_abort(
         return Ok(());
     };
     let key = upload.key.clone();
+    if chain.has_checkpoint() && !upload.is_unsettled() {
+        // Earlier work is in the checkpoint: the next run goes on from it.
+        chain.release();
+        log::warn("upload_kept", json!({"archiveName": key}));
+        return Err(err.and(&format!(
+            "; the upload was kept: the next run continues it from the checkpoint under '{}' \
+             (DISCARD_CHECKPOINT=true abandons it and aborts the upload)",
+            chain.dir
+        )));
+    }
+    chain.release();
     if upload.is_unsettled() {
         log::warn("upload_unsettled", json!({"archiveName": key}));
         return Err(err.and(&format!(
@@ -269,5 +610,23 @@ fn apply_retention(
             log::warn("retention_failed", json!({"message": err.message}));
             (Vec::new(), Some(err.message))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_after;
+
+    #[test]
+    fn a_run_stops_a_fifth_of_its_budget_early() {
+        assert_eq!(stop_after(None, None, 0), None);
+        // 3 s: the reserve is at least 1.5 s.
+        assert_eq!(stop_after(Some(3), None, 0), Some(1.5));
+        assert_eq!(stop_after(Some(100), None, 0), Some(80.0));
+        // A function's 15 minutes: at most 90 s are kept back.
+        assert_eq!(stop_after(None, Some(900_000 + 5_000), 5_000), Some(810.0));
+        // The nearer of the two wins; a deadline already past stops at once.
+        assert_eq!(stop_after(Some(100), Some(60_000), 0), Some(48.0));
+        assert_eq!(stop_after(Some(100), Some(1_000), 2_000), Some(0.0));
     }
 }

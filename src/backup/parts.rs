@@ -110,6 +110,24 @@ impl PartBuffer {
         })))
     }
 
+    /// A buffer that goes on after `stored` bytes of archive already in parts, holding
+    /// `pending`, the bytes a checkpoint kept that were not yet a part.
+    pub fn resumed(part_size: u64, stored: u64, pending: &[u8]) -> Self {
+        let buf = Self::new(part_size);
+        {
+            let mut inner = buf.0.borrow_mut();
+            inner.bytes.extend_from_slice(pending);
+            inner.total = stored + pending.len() as u64;
+            inner.catch_up();
+        }
+        buf
+    }
+
+    /// A copy of the bytes not yet cut into a part, for a checkpoint.
+    pub fn pending(&self) -> Vec<u8> {
+        self.0.borrow().bytes.clone()
+    }
+
     /// Sets the size of the part now filling (parts only ever grow).
     pub fn set_part_size(&self, part_size: u64) {
         let mut inner = self.0.borrow_mut();
@@ -237,5 +255,17 @@ mod tests {
         assert_eq!(rest.sha256, crate::s3::sigv4::sha256_hex(&rest.data));
         assert!(handle.is_empty());
         assert_eq!(handle.total(), 21);
+    }
+
+    #[test]
+    fn a_resumed_buffer_continues_the_archive() {
+        let mut buf = PartBuffer::resumed(10, 100, &[7; 6]);
+        assert_eq!(buf.total(), 106);
+        assert_eq!(buf.pending(), [7; 6]);
+        buf.write_all(&[8; 5]).unwrap();
+        let part = buf.take_part().unwrap();
+        assert_eq!(part.data, [vec![7; 6], vec![8; 4]].concat());
+        assert_eq!(part.sha256, crate::s3::sigv4::sha256_hex(&part.data));
+        assert_eq!(buf.total(), 111);
     }
 }

@@ -13,7 +13,11 @@ use std::collections::VecDeque;
 use md5::{Digest, Md5};
 use serde_json::json;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use crate::backup::archive::{choose_method, SAMPLE_SIZE};
+use crate::backup::chain::{counts_of, Chain};
 use crate::backup::fetch::{md5_of_etag, Download, ObjectMeta};
 use crate::backup::list::Lister;
 use crate::backup::parts::{part_size_for, PartBuffer};
@@ -26,7 +30,7 @@ use crate::model::{ListedObject, Progress};
 use crate::s3::sigv4::hex;
 use crate::s3::{S3Error, S3};
 use crate::select::{Selection, Tally};
-use crate::zip::write::{ArchiveError, ZipWriter};
+use crate::zip::write::{ArchiveError, TailPiece, ZipWriter};
 
 /// Where feeding the head download got to.
 enum Step {
@@ -77,6 +81,29 @@ fn archive_err(key: &str, e: ArchiveError) -> Failure {
     Failure::new(Kind::Archive, format!("archiving '{key}': {e}"))
 }
 
+/// How a run's pipeline ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The archive's last byte is stored: it can be completed.
+    Complete,
+    /// The run's deadline came first: a checkpoint holds where it got to.
+    Stopped,
+}
+
+/// When this run checkpoints and when it stops (monotonic nanoseconds).
+pub struct Schedule {
+    /// From here on no new entry starts; the run checkpoints and stops at the next entry
+    /// boundary.
+    pub stop_at: Option<u64>,
+    /// Between periodic checkpoints.
+    pub every: u64,
+    /// The run's start, and the seconds of earlier runs, for the checkpoint's total.
+    pub started: u64,
+    pub earlier_seconds: f64,
+    /// Retries counted over the run (and the earlier ones).
+    pub retries: Rc<Cell<u64>>,
+}
+
 /// What the archive holds so far, as the response reports it.
 #[derive(Default)]
 pub struct Tallies {
@@ -107,12 +134,23 @@ struct Pipeline<'a, 'l, 'u> {
     entry: Option<OpenEntry>,
     archive: Option<ZipWriter<PartBuffer>>,
     /// The archive's end (manifest, central directory), written out after the last entry.
-    tail: VecDeque<Vec<u8>>,
+    tail: VecDeque<TailPiece>,
     buffer: &'a PartBuffer,
     upload: &'a mut MultipartUpload<'u>,
     parts: Vec<PartUpload>,
     /// Bytes of parts that may be in flight at once; at least one part always may.
     upload_budget: u64,
+    chain: &'a mut Chain<'u>,
+    schedule: Schedule,
+    next_checkpoint: u64,
+    /// The deadline has passed: the run stops at the next entry boundary.
+    stopping: bool,
+    /// The last key whose download left the queue (archived, or noted as skipped).
+    last_key: Option<String>,
+    /// Keys left out since the last download started, and those before the last one
+    /// archived: what a checkpoint may count (the next run judges the others again).
+    left_pending: Tally,
+    left_committed: Tally,
     /// What a whole object's GET may buffer: PREFETCH_BYTES shared by CONCURRENCY.
     per_download: usize,
     /// The size of one range of a big object: at least MIN_RANGE, since each range is a
@@ -128,18 +166,37 @@ fn per_download(concurrency: usize) -> usize {
     (crate::config::PREFETCH_BYTES as usize / concurrency).max(SAMPLE_SIZE * 2)
 }
 
+/// Where a backup's stages start from: a new archive, or one a checkpoint continues.
+pub struct Start<'a, 'l, 'u> {
+    pub lister: &'a mut Lister<'l>,
+    pub first: Vec<ListedObject>,
+    pub writer: ZipWriter<PartBuffer>,
+    pub buffer: &'a PartBuffer,
+    pub upload: &'a mut MultipartUpload<'u>,
+    pub chain: &'a mut Chain<'u>,
+    pub schedule: Schedule,
+}
+
 /// Archives every selected object of the listing (whose first page is `first`) into
-/// `upload`, through `buffer`; returns once the archive's last byte is stored. On a
-/// failure, parts still on the wire are settled first, so an abort cannot race them.
+/// `upload`, through `buffer`; returns once the archive's last byte is stored, or once
+/// the run stopped at its deadline with a checkpoint saved. On a failure, parts still on
+/// the wire are settled first, so an abort cannot race them.
 pub fn archive_all(
     config: &Config,
     src: &S3,
-    lister: &mut Lister<'_>,
-    first: Vec<ListedObject>,
-    buffer: &PartBuffer,
-    upload: &mut MultipartUpload<'_>,
+    start: Start<'_, '_, '_>,
     progress: &mut Tallies,
-) -> Result<(), Failure> {
+) -> Result<Ended, Failure> {
+    let Start {
+        lister,
+        first,
+        writer,
+        buffer,
+        upload,
+        chain,
+        schedule,
+    } = start;
+    let left_committed = progress.left_out.clone();
     let mut p = Pipeline {
         config,
         selection: Selection::new(config),
@@ -153,12 +210,19 @@ pub fn archive_all(
         downloads: Default::default(),
         splitting: Splitting::No,
         entry: None,
-        archive: Some(ZipWriter::new(buffer.clone(), config.compression_level)),
+        archive: Some(writer),
         tail: Default::default(),
         buffer,
         upload,
         parts: Vec::new(),
         upload_budget: config.upload_budget(),
+        chain,
+        next_checkpoint: schedule.started.saturating_add(schedule.every),
+        schedule,
+        stopping: false,
+        last_key: None,
+        left_pending: Tally::default(),
+        left_committed,
         per_download: per_download(config.concurrency),
         range_size: per_download(config.concurrency).max(MIN_RANGE),
         progress,
@@ -187,14 +251,31 @@ impl Pipeline<'_, '_, '_> {
         )
     }
 
-    fn run(&mut self) -> Result<(), Failure> {
+    fn run(&mut self) -> Result<Ended, Failure> {
         loop {
             self.report_progress(false);
+            self.chain.renew_if_due()?;
+            self.note_deadline();
+            let pause = self.pause_due();
+            if pause && self.stopping {
+                // At an entry boundary: what is queued is fetched again by the next run.
+                self.downloads.clear();
+                self.splitting = Splitting::No;
+            }
             let mut moved = self.take_listing_page()?;
             moved |= self.refill()?;
             moved |= self.step_downloads()?;
             moved |= self.feed_archive()?;
             moved |= self.step_uploads()?;
+            if pause {
+                moved |= self.start_parts(false)?;
+                if self.parts.is_empty() && !self.buffer.part_ready() {
+                    if self.checkpoint()? && self.stopping {
+                        return Ok(Ended::Stopped);
+                    }
+                    moved = true;
+                }
+            }
             if self.archive.is_some()
                 && self.listing_done
                 && self.listed.is_empty()
@@ -210,7 +291,7 @@ impl Pipeline<'_, '_, '_> {
                 moved |= self.start_parts(true)?;
                 if self.parts.is_empty() && self.buffer.is_empty() {
                     self.report_progress(true);
-                    return Ok(());
+                    return Ok(Ended::Complete);
                 }
             }
             if !moved {
@@ -224,8 +305,86 @@ impl Pipeline<'_, '_, '_> {
                     part.pollables(&mut pollables);
                 }
                 self.lister.pollables(&mut pollables);
+                // Wake for the next checkpoint, the deadline or the lease's renewal even
+                // when nothing moves (only for times still ahead: one passed already is
+                // waiting on the transfers above).
+                let now = http::now_nanos();
+                let renew = self
+                    .chain
+                    .renew_in_ms()
+                    .map(|ms| now.saturating_add(ms.max(1) * 1_000_000));
+                let stop = self.schedule.stop_at.filter(|_| !self.stopping);
+                let wake = [Some(self.next_checkpoint), stop, renew]
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| *t > now && *t != u64::MAX)
+                    .min();
+                if let Some(t) = wake {
+                    pollables.push(http::timer(t));
+                }
                 http::wait_any(&pollables);
             }
+        }
+    }
+
+    /// Latches `stopping` once the deadline has passed, unless nothing is left to fetch
+    /// (then finishing is as quick as stopping).
+    fn note_deadline(&mut self) {
+        if self.stopping || self.archive.is_none() {
+            return;
+        }
+        let Some(stop) = self.schedule.stop_at else {
+            return;
+        };
+        let all_fetched = self.listing_done && self.listed.is_empty() && self.downloads.is_empty();
+        // Every run moves the chain on by at least one object, however short its budget.
+        let moved_on = self.last_key.is_some();
+        if http::now_nanos() >= stop && moved_on && !all_fetched {
+            log::info(
+                "deadline",
+                json!({"message": "stopping at the next entry boundary, to continue in the next run"}),
+            );
+            self.stopping = true;
+        }
+    }
+
+    /// A checkpoint is due (periodic, or the deadline's) and the archive is between
+    /// entries: no entry starts until it is saved.
+    fn pause_due(&self) -> bool {
+        self.archive.is_some()
+            && self.entry.is_none()
+            && (self.stopping || http::now_nanos() >= self.next_checkpoint)
+    }
+
+    /// Saves a checkpoint once every part is stored. Returns false when another run holds
+    /// this backup's state: this one then goes on without checkpoints (and fails if it
+    /// must stop).
+    fn checkpoint(&mut self) -> Result<bool, Failure> {
+        let now = http::now_nanos();
+        self.next_checkpoint = now.saturating_add(self.schedule.every);
+        let seconds =
+            self.schedule.earlier_seconds + now.saturating_sub(self.schedule.started) as f64 / 1e9;
+        let mut counts = counts_of(self.progress, self.schedule.retries.get());
+        counts.own_archives = self.left_committed.own_archives;
+        counts.excluded = self.left_committed.excluded;
+        let Some(archive) = self.archive.as_mut() else {
+            return Ok(false);
+        };
+        match self.chain.save(
+            archive,
+            self.buffer,
+            self.upload,
+            self.last_key.as_deref(),
+            counts,
+            seconds,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == Kind::Busy && !self.stopping => {
+                log::warn("checkpoints_off", json!({"message": e.message}));
+                self.next_checkpoint = u64::MAX;
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -274,6 +433,9 @@ impl Pipeline<'_, '_, '_> {
     fn refill(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         while self.downloads.len() < self.config.concurrency {
+            if self.stopping && !self.splitting_open_entry() {
+                break;
+            }
             let range_fits = self.range_fits();
             match &mut self.splitting {
                 Splitting::Learning(_) => break,
@@ -311,6 +473,7 @@ impl Pipeline<'_, '_, '_> {
             }
             let verdict = self.selection.judge(&obj.key);
             if !self.progress.left_out.take(verdict) {
+                self.left_pending.take(verdict);
                 continue;
             }
             let key = obj.key.clone();
@@ -321,11 +484,20 @@ impl Pipeline<'_, '_, '_> {
             } else {
                 Download::start(self.src, obj)
             };
-            let d = d.map_err(|e| self.source_err("reading an object", Some(&key), &e))?;
+            let mut d = d.map_err(|e| self.source_err("reading an object", Some(&key), &e))?;
+            d.left_before = std::mem::take(&mut self.left_pending);
             self.downloads.push_back(d);
             moved = true;
         }
         Ok(moved)
+    }
+
+    /// The object being split is the open entry's: a stopping run still needs its ranges.
+    fn splitting_open_entry(&self) -> bool {
+        let Splitting::Going { obj, .. } = &self.splitting else {
+            return false;
+        };
+        self.entry.is_some() && self.downloads.front().is_some_and(|d| d.obj.key == obj.key)
     }
 
     /// What download `d` may buffer ahead of the archive.
@@ -478,7 +650,7 @@ impl Pipeline<'_, '_, '_> {
     fn feed_archive(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         while let Some(head) = self.downloads.front() {
-            if self.archive.is_none() {
+            if self.archive.is_none() || self.pause_due() {
                 break;
             }
             let step = if head.missing {
@@ -490,7 +662,12 @@ impl Pipeline<'_, '_, '_> {
             };
             match step {
                 Step::Done => {
-                    self.downloads.pop_front();
+                    if let Some(d) = self.downloads.pop_front() {
+                        self.left_committed.add(&d.left_before);
+                        if self.last_key.as_deref() != Some(d.obj.key.as_str()) {
+                            self.last_key = Some(d.obj.key);
+                        }
+                    }
                     moved = true;
                 }
                 Step::Moved => return Ok(true),
@@ -724,8 +901,11 @@ impl Pipeline<'_, '_, '_> {
     fn write_tail(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
         while !self.backpressure() {
-            let Some(block) = self.tail.pop_front() else {
-                break;
+            let block = match self.tail.pop_front() {
+                None => break,
+                Some(TailPiece::Bytes(b)) => b,
+                // Written at a checkpoint: read back one segment at a time.
+                Some(TailPiece::Stored { n, what, len }) => self.chain.segment(n, what, len)?,
             };
             let mut sink = self.buffer.clone();
             std::io::Write::write_all(&mut sink, &block).map_err(|e| {

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use crate::backup::checkpoint::DonePart;
 use crate::backup::parts::{Part, MAX_PARTS};
 use crate::io::http::{self, InFlight, Pollable};
 use crate::s3::retry::Retry;
@@ -14,6 +15,8 @@ pub struct MultipartUpload<'a> {
     pub key: String,
     upload_id: String,
     parts: Vec<(u32, String)>,
+    /// The size of each stored part, beside `parts` (same order), for checkpoints.
+    sizes: Vec<(u32, u64)>,
     started: u32,
     /// Bytes of all parts started: the archive's size once complete.
     bytes: u64,
@@ -123,10 +126,43 @@ impl<'a> MultipartUpload<'a> {
             key: key.to_string(),
             upload_id,
             parts: Vec::new(),
+            sizes: Vec::new(),
             started: 0,
             bytes: 0,
             unsettled: false,
         })
+    }
+
+    /// The upload a checkpoint recorded, with its stored parts; the next part is the one
+    /// after them (parts a stopped run sent later are overwritten or left out).
+    pub fn resume(s3: &'a S3, key: &str, upload_id: &str, parts: &[DonePart]) -> Self {
+        Self {
+            s3,
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            parts: parts.iter().map(|p| (p.number, p.etag.clone())).collect(),
+            sizes: parts.iter().map(|p| (p.number, p.size)).collect(),
+            started: parts.len() as u32,
+            bytes: parts.iter().map(|p| p.size).sum(),
+            unsettled: false,
+        }
+    }
+
+    /// The stored parts, in order, for a checkpoint.
+    pub fn done_parts(&self) -> Vec<DonePart> {
+        // `sizes` is pushed beside `parts`, in the same order.
+        let mut parts: Vec<DonePart> = self
+            .parts
+            .iter()
+            .zip(&self.sizes)
+            .map(|((number, etag), (_, size))| DonePart {
+                number: *number,
+                etag: etag.clone(),
+                size: *size,
+            })
+            .collect();
+        parts.sort_unstable_by_key(|p| p.number);
+        parts
     }
 
     /// Parts stored so far.
@@ -202,6 +238,7 @@ impl<'a> MultipartUpload<'a> {
                 match stored {
                     Ok(etag) => {
                         self.parts.push((part.number, etag));
+                        self.sizes.push((part.number, part.data.len() as u64));
                         part.data = Rc::default();
                         Ok(true)
                     }

@@ -29,7 +29,11 @@ fn upload_id(upload_id: &str) -> (String, String) {
 /// One ListObjectsV2 page. Keys come as XML text, not `encoding-type=url`: servers differ
 /// in how (and whether) they apply that encoding, while XML escaping is the same
 /// everywhere.
-pub fn list_objects_v2(prefix: &str, token: Option<&str>) -> Op<'static> {
+pub fn list_objects_v2(
+    prefix: &str,
+    token: Option<&str>,
+    start_after: Option<&str>,
+) -> Op<'static> {
     let mut o = op("ListObjectsV2", "GET", None);
     o.query = vec![
         ("list-type".to_string(), "2".to_string()),
@@ -41,6 +45,9 @@ pub fn list_objects_v2(prefix: &str, token: Option<&str>) -> Op<'static> {
     if let Some(t) = token {
         o.query
             .push(("continuation-token".to_string(), t.to_string()));
+    }
+    if let Some(k) = start_after {
+        o.query.push(("start-after".to_string(), k.to_string()));
     }
     o
 }
@@ -139,8 +146,10 @@ mod tests {
         let o = get_object("k", Range::Bytes(0, 9), Some(""));
         assert_eq!(o.headers, [("range".to_string(), "bytes=0-9".to_string())]);
         assert!(get_object("k", Range::All, None).headers.is_empty());
-        let l = list_objects_v2("a/", Some("t"));
+        let l = list_objects_v2("a/", Some("t"), None);
         assert_eq!(l.query.len(), 4);
+        let l = list_objects_v2("", None, Some("a/k"));
+        assert_eq!(l.query[2], ("start-after".to_string(), "a/k".to_string()));
         assert_eq!(upload_part("k", "u", 3).query[0].1, "3");
     }
 }

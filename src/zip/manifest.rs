@@ -175,6 +175,29 @@ impl ManifestWriter {
         self.deflate.get_ref().bytes()
     }
 
+    /// Continues a manifest whose first `len` bytes (CRC-32 `crc`) were written and
+    /// flushed by [`Self::flush_out`] earlier: a fresh deflate stream laid after a
+    /// flushed one is still one valid stream, since it refers to nothing before it.
+    pub fn resume(crc: u32, len: u64) -> Self {
+        Self {
+            crc: crc32fast::Hasher::new_with_initial_len(crc, len),
+            len,
+            ..Self::new()
+        }
+    }
+
+    /// The deflated bytes so far, through a sync flush (they end on a byte boundary and
+    /// hold every line added), taken out of memory; the stream goes on after them.
+    pub fn flush_out(&mut self) -> std::io::Result<Blocks> {
+        self.deflate.flush()?;
+        Ok(std::mem::take(self.deflate.get_mut()))
+    }
+
+    /// CRC-32 and length of the text so far.
+    pub fn crc_len(&self) -> (u32, u64) {
+        (self.crc.clone().finalize(), self.len)
+    }
+
     pub fn finish(self) -> std::io::Result<FinishedManifest> {
         Ok(FinishedManifest {
             deflated: self.deflate.finish()?,

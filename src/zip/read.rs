@@ -186,7 +186,10 @@ mod tests {
             w.write(data).unwrap();
             w.finish_file(&obj, &ObjectMeta::default()).unwrap();
         }
-        for block in w.finish().unwrap() {
+        for piece in w.finish().unwrap() {
+            let crate::zip::write::TailPiece::Bytes(block) = piece else {
+                panic!("no checkpoint was made");
+            };
             std::io::Write::write_all(&mut buf.clone(), &block).unwrap();
         }
         buf.take_rest().data

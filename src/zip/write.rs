@@ -11,6 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Write;
 
+use crate::backup::checkpoint::{Segment, ZipState};
 use crate::backup::fetch::ObjectMeta;
 use crate::model::ListedObject;
 use crate::naming::{parse_rfc3339, safe_entry_name, with_suffix};
@@ -119,6 +120,36 @@ pub struct ZipWriter<W: Write> {
     entries: u64,
     renamed: u64,
     open: Option<Open>,
+    /// Central-directory and manifest bytes written out at checkpoints (stored in the
+    /// destination bucket), in order: they come before what is held here.
+    prior: Vec<Segment>,
+}
+
+/// A piece of the archive's end: bytes held in memory, or a segment a checkpoint stored.
+#[derive(Debug)]
+pub enum TailPiece {
+    Bytes(Vec<u8>),
+    /// Segment `n` (from 1), its `central` or `manifest` part, of `len` bytes.
+    Stored {
+        n: usize,
+        what: &'static str,
+        len: u64,
+    },
+}
+
+/// What a checkpoint takes out of the writer: the central records and the flushed
+/// manifest stream of the entries since the previous checkpoint.
+pub struct Spilled {
+    pub central: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
+fn joined(blocks: Blocks) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len as usize);
+    for b in blocks.blocks {
+        out.extend_from_slice(&b);
+    }
+    out
 }
 
 impl<W: Write> ZipWriter<W> {
@@ -138,7 +169,54 @@ impl<W: Write> ZipWriter<W> {
             entries: 0,
             renamed: 0,
             open: None,
+            prior: Vec::new(),
         }
+    }
+
+    /// A writer that goes on where a checkpoint's `state` left off, with the names it
+    /// had taken; `sink` already holds the bytes after the stored parts.
+    pub fn resume(sink: W, deflate_level: u8, state: &ZipState, names: &[u64]) -> Self {
+        let mut w = Self::new(sink, deflate_level);
+        w.names.extend(names.iter().copied());
+        w.offset = state.offset;
+        w.entries = state.entries;
+        w.renamed = state.renamed;
+        w.manifest = ManifestWriter::resume(state.manifest_crc, state.manifest_len);
+        w.prior = state.segments.clone();
+        w
+    }
+
+    /// Where the writer is, for a checkpoint (at an entry boundary).
+    pub fn state(&self) -> ZipState {
+        let (manifest_crc, manifest_len) = self.manifest.crc_len();
+        ZipState {
+            offset: self.offset,
+            entries: self.entries,
+            renamed: self.renamed,
+            manifest_crc,
+            manifest_len,
+            segments: self.prior.clone(),
+        }
+    }
+
+    /// The hashes of the names taken, for a checkpoint.
+    pub fn names(&self) -> Vec<u64> {
+        self.names.iter().copied().collect()
+    }
+
+    /// Takes the central records and manifest bytes held so far out of memory, as the
+    /// next segment; the caller stores it before [`Self::state`] is saved.
+    pub fn spill(&mut self) -> Result<Spilled, ArchiveError> {
+        if self.open.is_some() {
+            return Err(ArchiveError("a checkpoint needs an entry boundary".into()));
+        }
+        let manifest = joined(self.manifest.flush_out()?);
+        let central = joined(std::mem::take(&mut self.central));
+        self.prior.push(Segment {
+            central: central.len() as u64,
+            manifest: manifest.len() as u64,
+        });
+        Ok(Spilled { central, manifest })
     }
 
     pub fn entries(&self) -> u64 {
@@ -436,22 +514,26 @@ impl<W: Write> ZipWriter<W> {
     }
 
     /// Ends the archive. Returns what is left to write, in order: the manifest entry, the
-    /// central directory and the end records, as the blocks they are held in.
-    pub fn finish(mut self) -> Result<VecDeque<Vec<u8>>, ArchiveError> {
+    /// central directory and the end records, as the blocks they are held in, after the
+    /// segments earlier checkpoints stored.
+    pub fn finish(mut self) -> Result<VecDeque<TailPiece>, ArchiveError> {
         if self.open.is_some() {
             return Err(ArchiveError("an entry is still open".into()));
         }
         let done = self.manifest.finish()?;
         let manifest = done.deflated;
+        let prior_manifest: u64 = self.prior.iter().map(|s| s.manifest).sum();
+        let prior_central: u64 = self.prior.iter().map(|s| s.central).sum();
+        let manifest_len = prior_manifest + manifest.len;
         let entry = Entry {
             name: MANIFEST_NAME,
             method: DEFLATED,
             descriptor: false,
-            zip64: done.len >= MAX32 || manifest.len >= MAX32,
+            zip64: done.len >= MAX32 || manifest_len >= MAX32,
             dos_time: 0,
             dos_date: (1 << 5) | 1,
             crc32: done.crc32,
-            compressed: manifest.len,
+            compressed: manifest_len,
             uncompressed: done.len,
             offset: self.offset,
             directory: false,
@@ -459,15 +541,36 @@ impl<W: Write> ZipWriter<W> {
         let mut head = Vec::new();
         spec::local_header(&mut head, &entry);
         spec::central_record(self.central.room(central_record_len(&entry)), &entry);
-        let cd_offset = self.offset + head.len() as u64 + manifest.len;
+        let cd_offset = self.offset + head.len() as u64 + manifest_len;
         let mut end = Vec::new();
-        spec::end_records(&mut end, self.entries + 1, cd_offset, self.central.len);
-        let mut tail =
-            VecDeque::with_capacity(manifest.blocks.len() + self.central.blocks.len() + 2);
-        tail.push_back(head);
-        tail.extend(manifest.blocks);
-        tail.extend(self.central.blocks);
-        tail.push_back(end);
+        spec::end_records(
+            &mut end,
+            self.entries + 1,
+            cd_offset,
+            prior_central + self.central.len,
+        );
+        let stored = |what: &'static str| {
+            self.prior
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| TailPiece::Stored {
+                    n: i + 1,
+                    what,
+                    len: if what == "manifest" {
+                        s.manifest
+                    } else {
+                        s.central
+                    },
+                })
+                .filter(|p| !matches!(p, TailPiece::Stored { len: 0, .. }))
+        };
+        let mut tail = VecDeque::new();
+        tail.push_back(TailPiece::Bytes(head));
+        tail.extend(stored("manifest"));
+        tail.extend(manifest.blocks.into_iter().map(TailPiece::Bytes));
+        tail.extend(stored("central"));
+        tail.extend(self.central.blocks.into_iter().map(TailPiece::Bytes));
+        tail.push_back(TailPiece::Bytes(end));
         Ok(tail)
     }
 }
@@ -502,7 +605,10 @@ mod tests {
     }
 
     fn finish(a: ZipWriter<PartBuffer>, buf: &PartBuffer) -> Vec<u8> {
-        for block in a.finish().unwrap() {
+        for piece in a.finish().unwrap() {
+            let TailPiece::Bytes(block) = piece else {
+                panic!("no checkpoint was made");
+            };
             buf.clone().write_all(&block).unwrap();
         }
         buf.take_rest().data
@@ -609,6 +715,77 @@ mod tests {
         assert_eq!(first["key"], "a//b.txt");
         assert_eq!(first["entry"], "a/b.txt");
         assert_eq!(s.lines().count(), 5);
+    }
+
+    #[test]
+    fn a_writer_resumed_from_checkpoints_makes_one_archive() {
+        // Run 1 writes two entries and checkpoints; run 2 resumes from the state alone
+        // (names, offsets, manifest CRC), writes one more, checkpoints again and goes on
+        // in the same writer; the end is assembled from the stored segments.
+        let mut stored: Vec<Spilled> = Vec::new();
+        let mut archive = Vec::new();
+        let buf = PartBuffer::new(1 << 30);
+        let mut a = ZipWriter::new(buf.clone(), 6);
+        add(&mut a, "a//b.txt", &b"one ".repeat(1000), Method::Deflate);
+        add(&mut a, "n.bin", b"noise", Method::Store);
+        stored.push(a.spill().unwrap());
+        let (state, names) = (a.state(), a.names());
+        archive.extend(buf.take_rest().data);
+        drop(a);
+
+        let buf = PartBuffer::new(1 << 30);
+        let mut a = ZipWriter::resume(buf.clone(), 6, &state, &names);
+        // The name taken in run 1 is still taken.
+        assert_eq!(add(&mut a, "a/b.txt", b"two", Method::Deflate), "a/b~2.txt");
+        stored.push(a.spill().unwrap());
+        add(&mut a, "z", b"last", Method::Deflate);
+        a.note_skipped(&obj("gone", 1), "deleted").unwrap();
+        for piece in a.finish().unwrap() {
+            match piece {
+                TailPiece::Bytes(b) => buf.clone().write_all(&b).unwrap(),
+                TailPiece::Stored { n, what, len } => {
+                    let s = &stored[n - 1];
+                    let b = if what == "manifest" {
+                        &s.manifest
+                    } else {
+                        &s.central
+                    };
+                    assert_eq!(b.len() as u64, len);
+                    buf.clone().write_all(b).unwrap();
+                }
+            }
+        }
+        archive.extend(buf.take_rest().data);
+        let mut zip = ::zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+        assert_eq!(zip.len(), 5);
+        let mut s = String::new();
+        zip.by_name("a/b~2.txt")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "two");
+        s.clear();
+        zip.by_name("a/b.txt")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s.len(), 4000);
+        s.clear();
+        // The manifest's CRC (checked by the reader) spans both runs.
+        zip.by_name(MANIFEST_NAME)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        let keys: Vec<String> = s
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(keys, ["a//b.txt", "n.bin", "a/b.txt", "z", "gone"]);
     }
 
     #[test]

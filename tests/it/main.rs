@@ -5,6 +5,7 @@
 mod common;
 
 mod backup;
+mod chain;
 mod complete;
 mod faults;
 mod filters;

@@ -225,6 +225,9 @@ fn the_function_refuses_what_the_owner_did_not_allow() {
         json!({"SPACES_SECRET": "other"}),
         json!({"BACKUP_TOKEN": "x"}),
         json!({"ALLOW_PARAMETERS": "DEST_ENDPOINT"}),
+        // Abandoning a checkpoint aborts the earlier runs' upload.
+        json!({"DISCARD_CHECKPOINT": true}),
+        json!({"__OW_DEADLINE": "1"}),
         // Allowed only when the owner lists it.
         json!({"EXCLUDE": "*"}),
         json!({"INCLUDE_PREFIXES": "nothing/"}),

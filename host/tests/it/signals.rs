@@ -71,3 +71,149 @@ fn sigterm_during_a_run_aborts_the_upload() {
         .count();
     assert_eq!(aborts, 1);
 }
+
+/// SIGKILL between checkpoints loses only the work since the last one: the next
+/// `spaces-backup run` waits out nothing but the dead run's lease, continues the same
+/// upload, and completes one archive with every object (exit 0 after an exit 75 would
+/// have told the same story).
+#[test]
+fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3"))
+        .in_memory()
+        .fault(|req| {
+            if req.operation() == "GetObject" && !req.path.contains(".spaces-backup") {
+                Fault::Delay(Duration::from_millis(20))
+            } else {
+                Fault::Pass
+            }
+        })
+        .start()
+        .unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let mut objects = Vec::new();
+    for i in 0..300u32 {
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|j| (j.wrapping_add(i).wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let key = format!("obj-{i:04}");
+        s3.put_object("source", &key, &data).unwrap();
+        objects.push((key, data));
+    }
+    let vars = crate::common::backup_vars(&s3);
+    let settings = [
+        ("PART_SIZE", "5MiB"),
+        ("CONCURRENCY", "2"),
+        ("COMPRESSION", "store"),
+        ("CHECKPOINT_SECONDS", "1"),
+    ];
+    let mut cmd = crate::common::host_command();
+    cmd.arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .envs(vars.clone())
+        .envs(settings);
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let checkpoint = "backups/.spaces-backup/source/checkpoint.json";
+    while !(s3
+        .object_keys("dest")
+        .unwrap()
+        .iter()
+        .any(|k| k == checkpoint)
+        && s3.requests().iter().any(|r| r.operation == "UploadPart"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the first checkpoint, mid-way to the next.
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 1);
+    // Its lease (three checkpoint intervals) runs out; then the next run may continue.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let out = crate::common::host_command()
+        .arg("run")
+        .current_dir(dir.path())
+        .envs(vars)
+        .envs(settings)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let envelope: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let body = &envelope["body"];
+    assert_eq!(body["status"], "completed", "{stdout}");
+    assert_eq!(body["runs"], 2, "{stdout}");
+    assert_eq!(body["filesBackedUp"], objects.len() as u64, "{stdout}");
+    let archive = s3
+        .read_object("dest", body["archiveName"].as_str().unwrap())
+        .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    assert_eq!(zip.len(), objects.len() + 1);
+    for (key, data) in &objects {
+        let mut entry = zip.by_name(key).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut got).unwrap();
+        assert!(got == *data, "{key}");
+    }
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    let state: Vec<String> = s3
+        .object_keys("dest")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.contains(".spaces-backup"))
+        .collect();
+    assert!(state.is_empty(), "{state:?}");
+}
+
+/// A run stopped at MAX_RUN_SECONDS exits 75 (EX_TEMPFAIL), so a shell loop or a
+/// scheduler can tell "run again" from done and from failed.
+#[test]
+fn a_run_stopped_at_its_deadline_exits_75() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3"))
+        .in_memory()
+        .fault(|req| {
+            if req.operation() == "GetObject" && !req.path.contains(".spaces-backup") {
+                Fault::Delay(Duration::from_millis(50))
+            } else {
+                Fault::Pass
+            }
+        })
+        .start()
+        .unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..120u32 {
+        s3.put_object("source", &format!("k{i:03}"), b"x").unwrap();
+    }
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let out = crate::common::host_command()
+            .arg("run")
+            .current_dir(dir.path())
+            .envs(crate::common::backup_vars(&s3))
+            .envs([("MAX_RUN_SECONDS", "4"), ("CONCURRENCY", "2")])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let code = out.status.code();
+        codes.push(code);
+        if code != Some(75) {
+            assert_eq!(code, Some(0), "{stdout}");
+            assert!(stdout.contains("\"statusCode\":200"), "{stdout}");
+            break;
+        }
+        assert!(stdout.contains("\"statusCode\":202"), "{stdout}");
+        assert!(stdout.contains("\"status\":\"continuing\""), "{stdout}");
+    }
+    assert!(codes.len() >= 2, "{codes:?}");
+    assert_eq!(codes.last(), Some(&Some(0)), "{codes:?}");
+}

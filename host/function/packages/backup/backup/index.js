@@ -27,12 +27,14 @@ const OWNER_ONLY = new Set([
   'SOURCE_BUCKET', 'SOURCE_REGION', 'SOURCE_ENDPOINT',
   'DEST_BUCKET', 'DEST_REGION', 'DEST_ENDPOINT',
   'ARCHIVE_PREFIX', 'KEEP_LAST', 'KEEP_DAYS', 'MAX_MEMORY', 'EQUAL_PARTS', 'SSL_CERT_FILE',
+  'DISCARD_CHECKPOINT',
   'SPACES_KEY', 'SPACES_SECRET', 'BACKUP_TOKEN', 'RESTORE_TOKEN', 'WEB_SECRET',
   'ALLOW_PARAMETERS', 'ALLOW_RESTORE',
 ]);
 const MAY_ALLOW = new Set([
   'DRY_RUN', 'LOG_LEVEL', 'INCLUDE_PREFIXES', 'EXCLUDE', 'PART_SIZE', 'CONCURRENCY', 'PARTS_IN_FLIGHT',
-  'COMPRESSION', 'COMPRESSION_LEVEL', 'MAX_RETRIES', 'TIMEOUT_SECONDS',
+  'COMPRESSION', 'COMPRESSION_LEVEL', 'MAX_RETRIES', 'TIMEOUT_SECONDS', 'MAX_RUN_SECONDS',
+  'CHECKPOINT_SECONDS',
 ]);
 const DEFAULT_ALLOWED = 'DRY_RUN,LOG_LEVEL';
 // The wrapper's own settings, which the host does not need.
@@ -200,8 +202,10 @@ async function main(args) {
       process.stderr.write(d);
       stderrTail = (stderrTail + d).slice(-2000);
     });
-    // Before the platform kills the function, ask the host to stop: it aborts its
-    // multipart upload, so no partial archive or stray parts are left.
+    // The host stops well before the platform's deadline (__OW_DEADLINE, passed on in its
+    // environment) with a checkpoint, and the next invocation continues the archive. If
+    // it is still running this close to the end, ask it to stop: it aborts its upload, or
+    // keeps it for the next run when a checkpoint holds the earlier work.
     const deadline = Number(process.env.__OW_DEADLINE || 0);
     let timer = null;
     if (deadline > 0) {
