@@ -22,9 +22,11 @@ use crate::zip::write::ZipWriter;
 /// How long a lease holds unless renewed, at most: three checkpoint intervals, and never
 /// more than a minute. A run renews it every third of that.
 pub const MAX_LEASE_MS: u64 = 60_000;
-/// After writing its lease, a run waits this long and reads it back: a run that wrote
-/// at the same moment has then overwritten it, and only one of the two goes on.
-const LEASE_SETTLE_MS: u64 = 1_000;
+/// After writing its lease, a run waits this long and reads it back: a run that read "no
+/// lease" just before has written its own by then (S3 reads its writes at once), so the
+/// later write wins and only one of the two goes on. The gap to cover is one request's
+/// round trip; this is a few of them over a long path.
+const LEASE_SETTLE_MS: u64 = 300;
 /// State objects are small (a checkpoint's JSON, one segment); this bounds a read.
 const MAX_STATE_OBJECT: usize = 256 * 1024 * 1024;
 

@@ -66,7 +66,7 @@ impl Outcome {
 
 /// Seconds into the run at which it stops taking new entries: its budget (the nearer of
 /// MAX_RUN_SECONDS and the function's deadline) less a reserve for the entry in hand,
-/// the parts still on the wire and the checkpoint (a fifth of the budget, 1.5 s to 90 s).
+/// the parts still on the wire and the checkpoint (a fifth of the budget, 0.5 s to 90 s).
 pub fn stop_after(
     max_run_seconds: Option<u64>,
     deadline_ms: Option<u64>,
@@ -78,7 +78,7 @@ pub fn stop_after(
         .into_iter()
         .chain(from_deadline)
         .reduce(f64::min)?;
-    let reserve = (budget / 5.0).clamp(1.5, 90.0);
+    let reserve = (budget / 5.0).clamp(0.5, 90.0);
     Some((budget - reserve).max(0.0))
 }
 
@@ -620,8 +620,9 @@ mod tests {
     #[test]
     fn a_run_stops_a_fifth_of_its_budget_early() {
         assert_eq!(stop_after(None, None, 0), None);
-        // 3 s: the reserve is at least 1.5 s.
-        assert_eq!(stop_after(Some(3), None, 0), Some(1.5));
+        // 2 s: the reserve is at least 0.5 s.
+        assert_eq!(stop_after(Some(2), None, 0), Some(1.5));
+        assert_eq!(stop_after(Some(3), None, 0), Some(2.4));
         assert_eq!(stop_after(Some(100), None, 0), Some(80.0));
         // A function's 15 minutes: at most 90 s are kept back.
         assert_eq!(stop_after(None, Some(900_000 + 5_000), 5_000), Some(810.0));

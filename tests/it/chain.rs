@@ -59,7 +59,7 @@ fn seed(s3: &TestS3, in_memory: bool) -> BTreeMap<String, Vec<u8>> {
     objects
 }
 
-/// Every GET waits a little, so a run of MAX_RUN_SECONDS=4 (new entries for 2.5 s, less
+/// Every GET waits a little, so a run of MAX_RUN_SECONDS=3 (new entries for 2.4 s, less
 /// the run's start and its lease) archives only part of it.
 fn slow_gets(s3: crate::common::S3ServerBuilder) -> crate::common::S3ServerBuilder {
     s3.fault(|req| {
@@ -73,8 +73,8 @@ fn slow_gets(s3: crate::common::S3ServerBuilder) -> crate::common::S3ServerBuild
 
 fn chained_env(s3: &TestS3) -> Vec<(String, String)> {
     let mut env = backup_env(s3, "source", "dest");
-    set(&mut env, "MAX_RUN_SECONDS", "4");
-    set(&mut env, "CONCURRENCY", "4");
+    set(&mut env, "MAX_RUN_SECONDS", "3");
+    set(&mut env, "CONCURRENCY", "2");
     env
 }
 
@@ -148,7 +148,7 @@ async fn chained_runs_over_several_deadlines_make_one_archive() {
     let objects = seed(&s3, false);
     let mut env = chained_env(&s3);
     // s3s-fs serves faster than the in-memory store's hook allows for: fewer GETs at once.
-    set(&mut env, "CONCURRENCY", "2");
+    set(&mut env, "CONCURRENCY", "1");
     let answers = run_to_completion(&env).await;
     let runs = answers.len();
     assert!(runs >= 3, "{runs} runs: {:?}", answers.last());

@@ -200,7 +200,7 @@ fn a_run_stopped_at_its_deadline_exits_75() {
             .arg("run")
             .current_dir(dir.path())
             .envs(crate::common::backup_vars(&s3))
-            .envs([("MAX_RUN_SECONDS", "4"), ("CONCURRENCY", "2")])
+            .envs([("MAX_RUN_SECONDS", "2"), ("CONCURRENCY", "2")])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
