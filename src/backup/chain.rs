@@ -256,6 +256,7 @@ impl<'a> Chain<'a> {
         let n = self.segments + 1;
         let seq = self.seq + 1;
         let pending = buffer.pending();
+        let pending_len = pending.len() as u64;
         let names = names_to_bytes(&writer.names());
         let objects = [
             (
@@ -267,7 +268,7 @@ impl<'a> Chain<'a> {
                 spilled.manifest,
             ),
             (Checkpoint::names_key(&self.dir, seq), names),
-            (Checkpoint::pending_key(&self.dir, seq), pending.clone()),
+            (Checkpoint::pending_key(&self.dir, seq), pending),
         ];
         for (key, body) in &objects {
             checkpoint::put(self.dst, key, body, "application/octet-stream")
@@ -284,7 +285,7 @@ impl<'a> Chain<'a> {
             part_size: self.part_size,
             last_key: last_key.map(str::to_string),
             zip: writer.state(),
-            pending: pending.len() as u64,
+            pending: pending_len,
             counts,
             seconds,
         };

@@ -72,18 +72,14 @@ fn sigterm_during_a_run_aborts_the_upload() {
     assert_eq!(aborts, 1);
 }
 
-/// SIGKILL between checkpoints loses only the work since the last one: the next
-/// `spaces-backup run` waits out nothing but the dead run's lease, continues the same
-/// upload, and completes one archive with every object (exit 0 after an exit 75 would
-/// have told the same story).
-#[test]
-fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::builder(dir.path().join("s3"))
+/// An in-memory server with buckets `source` and `dest` whose object GETs (not those of
+/// the backup's own state) each wait `ms`, so a run archives only part of a bucket in time.
+fn slow_gets(dir: &std::path::Path, ms: u64) -> S3Server {
+    let s3 = S3Server::builder(dir.join("s3"))
         .in_memory()
-        .fault(|req| {
+        .fault(move |req| {
             if req.operation() == "GetObject" && !req.path.contains(".spaces-backup") {
-                Fault::Delay(Duration::from_millis(20))
+                Fault::Delay(Duration::from_millis(ms))
             } else {
                 Fault::Pass
             }
@@ -92,6 +88,17 @@ fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
         .unwrap();
     s3.create_bucket("source").unwrap();
     s3.create_bucket("dest").unwrap();
+    s3
+}
+
+/// SIGKILL between checkpoints loses only the work since the last one: the next
+/// `spaces-backup run` waits out nothing but the dead run's lease, continues the same
+/// upload, and completes one archive with every object (exit 0 after an exit 75 would
+/// have told the same story).
+#[test]
+fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = slow_gets(dir.path(), 20);
     let mut objects = Vec::new();
     for i in 0..300u32 {
         let data: Vec<u8> = (0..70_000u32)
@@ -178,19 +185,7 @@ fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
 #[test]
 fn a_run_stopped_at_its_deadline_exits_75() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::builder(dir.path().join("s3"))
-        .in_memory()
-        .fault(|req| {
-            if req.operation() == "GetObject" && !req.path.contains(".spaces-backup") {
-                Fault::Delay(Duration::from_millis(50))
-            } else {
-                Fault::Pass
-            }
-        })
-        .start()
-        .unwrap();
-    s3.create_bucket("source").unwrap();
-    s3.create_bucket("dest").unwrap();
+    let s3 = slow_gets(dir.path(), 50);
     for i in 0..120u32 {
         s3.put_object("source", &format!("k{i:03}"), b"x").unwrap();
     }
