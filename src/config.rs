@@ -70,8 +70,10 @@ pub struct Config {
     pub part_size: u64,
     /// PART_SIZE was set: every part has that size.
     pub part_size_fixed: bool,
-    /// GETs in flight.
+    /// GETs in flight (at most: on a near link the pipeline keeps fewer, unless set).
     pub concurrency: usize,
+    /// CONCURRENCY was set: the pipeline keeps it whatever the link.
+    pub concurrency_fixed: bool,
     /// UploadParts of the archive in flight at most (half CONCURRENCY, at most 10, by
     /// default).
     pub parts_in_flight: usize,
@@ -251,6 +253,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         part_size_fixed: r.get("PART_SIZE").is_some(),
         part_size: r.parse("PART_SIZE", DEFAULT_PART_SIZE, parse_part_size),
         concurrency,
+        concurrency_fixed: r.get("CONCURRENCY").is_some(),
         parts_in_flight: r.parse(
             "PARTS_IN_FLIGHT",
             concurrency.div_ceil(2).min(DEFAULT_MAX_PARTS_IN_FLIGHT),

@@ -120,6 +120,10 @@ pub struct Download {
     /// Keys left out of the selection just before this one: counted for a checkpoint
     /// once this object is archived, since the next run lists after it.
     pub left_before: Tally,
+    /// When the request now on the wire was sent (monotonic nanoseconds).
+    asked_at: u64,
+    /// How long its answer took, until the pipeline takes it to judge the link.
+    first_byte_ns: Option<u64>,
 }
 
 impl Download {
@@ -162,6 +166,8 @@ impl Download {
             handed_on: false,
             changed: false,
             left_before: Tally::default(),
+            asked_at: http::now_nanos(),
+            first_byte_ns: None,
         };
         d.state = match s3.start(&d.request(), None, EMPTY_SHA256) {
             Ok(f) => State::Requesting(f),
@@ -195,7 +201,7 @@ impl Download {
     }
 
     /// The bytes this download brings.
-    fn span_len(&self) -> u64 {
+    pub fn span_len(&self) -> u64 {
         match self.span {
             Span::Whole => self.obj.size,
             Span::Range { start, end } => end - start,
@@ -231,6 +237,11 @@ impl Download {
     /// The server has answered once (or the object is gone): size and ETag are known.
     pub fn knows_object(&self) -> bool {
         self.answered || self.missing
+    }
+
+    /// How long the last answer took to come (once: the pipeline takes it).
+    pub fn take_first_byte(&mut self) -> Option<u64> {
+        self.first_byte_ns.take()
     }
 
     /// Bytes waiting to be archived.
@@ -279,9 +290,11 @@ impl Download {
         match &mut self.state {
             State::Done => Ok(false),
             State::Backoff(deadline) => {
-                if http::now_nanos() < *deadline {
+                let now = http::now_nanos();
+                if now < *deadline {
                     return Ok(false);
                 }
+                self.asked_at = now;
                 self.state = match s3.start(&self.request(), None, EMPTY_SHA256) {
                     Ok(f) => State::Requesting(f),
                     Err(e) => self.retry_or_fail(s3, e)?,
@@ -321,6 +334,7 @@ impl Download {
                         .map(|want| (Md5::new(), want));
                 }
                 self.answered = true;
+                self.first_byte_ns = Some(http::now_nanos().saturating_sub(self.asked_at));
                 State::Reading(resp)
             }
             Err(e)

@@ -7,6 +7,10 @@
 //! takes them in order. Each download may buffer a share of PREFETCH_BYTES (a whole
 //! object's GET its even share, a range its own bytes) and new ones start only while the
 //! shares fit in it, so memory stays at PREFETCH_BYTES however big the object is.
+//!
+//! Once the source turns out to be near ([`link`](crate::backup::link)), fewer GETs go
+//! out at once and objects are no longer cut: the rest of an object being cut comes in
+//! one GET, held to a whole object's share like any other.
 
 use std::collections::VecDeque;
 
@@ -19,6 +23,7 @@ use std::rc::Rc;
 use crate::backup::archive::{choose_method, SAMPLE_SIZE};
 use crate::backup::chain::{counts_of, Chain};
 use crate::backup::fetch::{md5_of_etag, Download, ObjectMeta};
+use crate::backup::link::{gets_in_flight, Link};
 use crate::backup::list::Lister;
 use crate::backup::parts::{part_size_for, PartBuffer};
 use crate::backup::upload::{MultipartUpload, PartUpload};
@@ -151,11 +156,17 @@ struct Pipeline<'a, 'l, 'u> {
     /// archived: what a checkpoint may count (the next run judges the others again).
     left_pending: Tally,
     left_committed: Tally,
-    /// What a whole object's GET may buffer: PREFETCH_BYTES shared by CONCURRENCY.
+    /// What the run has learnt of the path to the source.
+    link: Link,
+    /// GETs in flight at most: CONCURRENCY, or fewer from a near source.
+    gets: usize,
+    /// What a whole object's GET may buffer: PREFETCH_BYTES shared by the GETs.
     per_download: usize,
     /// The size of one range of a big object: at least MIN_RANGE, since each range is a
     /// request, and on a near link requests, not bytes, cost the time.
     range_size: usize,
+    /// Big objects are cut into ranges (until the source turns out to be near).
+    cut_big: bool,
     progress: &'a mut Tallies,
 }
 
@@ -223,8 +234,11 @@ pub fn archive_all(
         last_key: None,
         left_pending: Tally::default(),
         left_committed,
+        link: Link::default(),
+        gets: config.concurrency,
         per_download: per_download(config.concurrency),
         range_size: per_download(config.concurrency).max(MIN_RANGE),
+        cut_big: true,
         progress,
     };
     let result = p.run();
@@ -432,17 +446,23 @@ impl Pipeline<'_, '_, '_> {
     /// CONCURRENCY in flight.
     fn refill(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
-        while self.downloads.len() < self.config.concurrency {
+        while self.downloads.len() < self.gets {
             if self.stopping && !self.splitting_open_entry() {
                 break;
             }
-            let range_fits = self.range_fits();
+            // From a near source the rest of the object comes in one GET.
+            let (next_len, next_share) = if self.cut_big {
+                (self.range_size as u64, self.range_size)
+            } else {
+                (u64::MAX, self.per_download)
+            };
+            let next_fits = self.fits(next_share);
             match &mut self.splitting {
                 Splitting::Learning(_) => break,
-                Splitting::Going { .. } if !range_fits => break,
+                Splitting::Going { .. } if !next_fits => break,
                 Splitting::Going { obj, meta, next } => {
                     let start = *next;
-                    let end = start.saturating_add(self.range_size as u64).min(obj.size);
+                    let end = start.saturating_add(next_len).min(obj.size);
                     let d = Download::range(self.src, obj.clone(), meta.clone(), start, end)
                         .map_err(|e| {
                             s3_failure(
@@ -466,7 +486,8 @@ impl Pipeline<'_, '_, '_> {
             let Some(obj) = self.next_object()? else {
                 break;
             };
-            if obj.size > self.range_size as u64 && !self.range_fits() {
+            let cut = self.cut_big && obj.size > self.range_size as u64;
+            if cut && !self.fits(self.range_size) {
                 // Its first range waits for room, as its later ranges will.
                 self.listed.push_front(obj);
                 break;
@@ -477,7 +498,7 @@ impl Pipeline<'_, '_, '_> {
                 continue;
             }
             let key = obj.key.clone();
-            let d = if obj.size > self.range_size as u64 {
+            let d = if cut {
                 self.splitting = Splitting::Learning(key.clone());
                 let first = self.range_size as u64;
                 Download::range(self.src, obj, ObjectMeta::default(), 0, first)
@@ -500,19 +521,37 @@ impl Pipeline<'_, '_, '_> {
         self.entry.is_some() && self.downloads.front().is_some_and(|d| d.obj.key == obj.key)
     }
 
-    /// What download `d` may buffer ahead of the archive.
+    /// What download `d` may buffer ahead of the archive: a range all of its bytes (so
+    /// its connection is free once they are in), a whole object (or the rest of one, on a
+    /// near link) its share, read no faster than the archive takes it.
     fn share(&self, d: &Download) -> usize {
-        if d.is_range() {
+        if d.is_range() && d.span_len() <= self.range_size as u64 {
             self.range_size
         } else {
             self.per_download
         }
     }
 
-    /// Another range fits beside the downloads in flight within PREFETCH_BYTES.
-    fn range_fits(&self) -> bool {
+    /// A download holding `share` fits beside those in flight within PREFETCH_BYTES.
+    fn fits(&self, share: usize) -> bool {
         let held: usize = self.downloads.iter().map(|d| self.share(d)).sum();
-        held + self.range_size <= crate::config::PREFETCH_BYTES as usize
+        held + share <= crate::config::PREFETCH_BYTES as usize
+    }
+
+    /// Judges the link by how soon answers come; a near one gets fewer GETs at once and
+    /// no more ranges. Downloads in flight go on as they are.
+    fn note_first_byte(&mut self, ns: u64) {
+        if !self.link.note(ns) {
+            return;
+        }
+        self.gets = gets_in_flight(self.config.concurrency, self.config.concurrency_fixed, true);
+        self.per_download = per_download(self.gets);
+        self.cut_big = false;
+        log::info(
+            "near_source",
+            json!({"firstByteMs": self.link.fastest_ms(), "getsInFlight": self.gets,
+                   "message": "the source answers within a few milliseconds: fewer GETs at once, and big objects are no longer fetched in ranges"}),
+        );
     }
 
     /// Once the first range of the object being split has its answer, the next ranges
@@ -581,14 +620,18 @@ impl Pipeline<'_, '_, '_> {
             let share = self.share(&self.downloads[i]);
             let d = &mut self.downloads[i];
             let budget = share.saturating_sub(d.buffered());
-            match d.step(self.src, budget) {
+            let stepped = d.step(self.src, budget);
+            if let Some(ns) = d.take_first_byte() {
+                self.note_first_byte(ns);
+            }
+            match stepped {
                 Ok(m) => moved |= m,
                 Err(e) => {
                     return Err(s3_failure(
                         Side::Source,
                         &self.config.source,
                         "reading an object",
-                        Some(&d.obj.key),
+                        Some(&self.downloads[i].obj.key),
                         &e,
                     ))
                 }
