@@ -770,6 +770,9 @@ async fn equal_parts_where_the_service_needs_them() {
 }
 
 /// The `bytes=a-b` a GET asked for, if any.
+/// An answer's delay that makes the source look far away (over the 3 ms of a near one).
+const FAR: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn range_of(req: &crate::common::RequestInfo) -> Option<String> {
     req.headers
         .get("range")
@@ -787,7 +790,8 @@ async fn big_object_in_ranges_survives_a_cut_range_and_a_503() {
     use std::sync::Mutex;
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let s3 = start_s3_with(|b| {
-        b.fault(|req| {
+        // Far enough that the run keeps cutting big objects into ranges.
+        b.latency(FAR).fault(|req| {
             if req.operation() != "GetObject" || !req.path.ends_with("/big.bin") {
                 return Fault::Pass;
             }
@@ -866,7 +870,8 @@ async fn object_rewritten_between_ranges_fails_and_aborts() {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
     static DONE: Mutex<bool> = Mutex::new(false);
     let s3 = start_s3_with(|b| {
-        b.fault(|req| {
+        // Far enough that the run keeps cutting big objects into ranges.
+        b.latency(FAR).fault(|req| {
             let range = range_of(req).unwrap_or_default();
             if req.operation() == "GetObject" && range.starts_with(&format!("bytes={}-", 2 * MIB)) {
                 let mut done = DONE.lock().unwrap();
@@ -904,7 +909,8 @@ async fn object_rewritten_between_ranges_fails_and_aborts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_in_one_range_fails_the_backup() {
     let s3 = start_s3_with(|b| {
-        b.fault(|req| {
+        // Far enough that the run keeps cutting big objects into ranges.
+        b.latency(FAR).fault(|req| {
             let range = range_of(req).unwrap_or_default();
             if req.operation() == "GetObject" && range.starts_with(&format!("bytes={}-", 2 * MIB)) {
                 return Fault::Corrupt(1000);
@@ -927,4 +933,44 @@ async fn corruption_in_one_range_fails_the_backup() {
         "{message}"
     );
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+}
+
+/// Next to the server the run finds its source near (answers within 3 ms): once the small
+/// objects before it have shown that, a big object comes in one GET, not in ranges (on
+/// such a link they only cost CPU), and every byte still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_source_gets_big_objects_whole() {
+    let s3 = start_s3_with(|b| b);
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let mut objects = BTreeMap::new();
+    for i in 0..200u64 {
+        objects.insert(format!("a/{i:03}"), content(100 + i, 2_000, i % 2 == 0));
+    }
+    objects.insert("z-big.bin".to_string(), content(99, 6 * MIB + 7, false));
+    for (k, v) in &objects {
+        s3.put_object("source", k, v).unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let big_gets: Vec<Option<String>> = s3
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "GetObject" && r.path.ends_with("/z-big.bin"))
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(big_gets, [None], "one GET for the whole object");
+    let data = s3
+        .read_object("dest", body["archiveName"].as_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.zip");
+    std::fs::write(&path, &data).unwrap();
+    let entries = read_zip_with_python(&path);
+    assert_eq!(entries.len(), objects.len() + 1, "and the manifest");
+    for e in entries.iter().filter(|e| e.name != crate::common::MANIFEST) {
+        let want = &objects[&e.name];
+        assert_eq!((e.size, &e.sha256), (want.len() as u64, &sha256_hex(want)));
+    }
 }

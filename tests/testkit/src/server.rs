@@ -85,6 +85,7 @@ pub struct S3ServerBuilder {
     memory: Option<MemStore>,
     /// `Some`: serve HTTPS with this certificate.
     tls: Option<Arc<rustls::ServerConfig>>,
+    latency: Option<Duration>,
 }
 
 impl S3ServerBuilder {
@@ -100,6 +101,13 @@ impl S3ServerBuilder {
     pub fn tls(mut self, ca: &crate::tls::TestCa) -> Result<Self> {
         self.tls = Some(Arc::new(ca.server_config()?));
         Ok(self)
+    }
+
+    /// Every answer waits `d` before it is served, as over a long path: the client sees a
+    /// far source (a component that finds its source near fetches big objects whole).
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = Some(d);
+        self
     }
 
     /// Installs a fault-injection hook.
@@ -181,6 +189,7 @@ impl S3ServerBuilder {
         let shared = Arc::new(Shared {
             service,
             fault: self.fault,
+            latency: self.latency,
             seq: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
@@ -212,6 +221,7 @@ impl S3ServerBuilder {
 struct Shared {
     service: S3Service,
     fault: Option<FaultHook>,
+    latency: Option<Duration>,
     seq: AtomicU64,
     log: Mutex<Vec<RequestRecord>>,
 }
@@ -255,6 +265,7 @@ impl S3Server {
             fault: None,
             memory: None,
             tls: None,
+            latency: None,
         }
     }
 
@@ -842,6 +853,9 @@ impl Shared {
             fault: (fault != Fault::Pass).then(|| fault.clone()),
         };
 
+        if let Some(d) = self.latency {
+            tokio::time::sleep(d).await;
+        }
         let result = match fault {
             Fault::Pass => self.call_s3(req, None).await,
             Fault::Delay(d) => {
