@@ -2,6 +2,9 @@
 //! keeps two runs from writing one backup, saving a checkpoint at an entry boundary,
 //! loading one, and clearing the state once the archive is complete.
 //!
+//! Every run claims the upload it writes (`runs/<hash>.json`, renewed as the lease is),
+//! so the next run can tell an upload left by a killed run from a live one's.
+//!
 //! A run takes the lease only when it needs the state: before continuing a checkpoint,
 //! or before writing its first one. Two runs started together each begin an archive of
 //! their own; the first to checkpoint holds the state, and the other, if it cannot
@@ -10,7 +13,7 @@
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::backup::checkpoint::{self, names_to_bytes, Checkpoint, Counts, Lease, VERSION};
+use crate::backup::checkpoint::{self, names_to_bytes, Checkpoint, Claim, Counts, Lease, VERSION};
 use crate::backup::parts::PartBuffer;
 use crate::backup::upload::MultipartUpload;
 use crate::config::BucketTarget;
@@ -43,6 +46,9 @@ pub struct Chain<'a> {
     leased: bool,
     lease_ms: u64,
     renewed_ms: u64,
+    /// This run's claim on its upload, once written, and when it was last renewed.
+    claimed: bool,
+    claimed_ms: u64,
     pub fingerprint: String,
     pub archive_name: String,
     pub upload_id: String,
@@ -74,6 +80,8 @@ impl<'a> Chain<'a> {
                 .saturating_mul(3_000)
                 .clamp(3_000, MAX_LEASE_MS),
             renewed_ms: 0,
+            claimed: false,
+            claimed_ms: 0,
             fingerprint,
             archive_name: String::new(),
             upload_id: String::new(),
@@ -87,6 +95,14 @@ impl<'a> Chain<'a> {
 
     fn fail(&self, doing: &str, key: &str, e: &S3Error) -> Failure {
         s3_failure(Side::Destination, self.target, doing, Some(key), e)
+    }
+
+    /// The upload id the checkpoint holds now, if there is one (a damaged one holds none).
+    pub fn peek_upload_id(&self) -> Result<Option<String>, S3Error> {
+        let key = Checkpoint::key(&self.dir);
+        Ok(checkpoint::get(self.dst, &key, MAX_STATE_OBJECT)?
+            .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+            .map(|cp| cp.upload_id))
     }
 
     /// The checkpoint an earlier run left, if any.
@@ -222,18 +238,62 @@ impl<'a> Chain<'a> {
         }
     }
 
-    /// Renews the lease when a third of it has passed (a small PUT, between transfers).
+    /// Writes (or renews) this run's claim on its upload, holding `extra_ms` beyond a
+    /// lease (the wait for a long CompleteMultipartUpload).
+    pub fn claim(&mut self, extra_ms: u64) -> Result<(), Failure> {
+        let key = Claim::key(&self.dir, &self.upload_id);
+        let now = now_ms();
+        let claim = Claim {
+            archive_name: self.archive_name.clone(),
+            upload_id: self.upload_id.clone(),
+            owner: self.owner.clone(),
+            expires: now + self.lease_ms + extra_ms,
+        };
+        let body = serde_json::to_vec(&claim).unwrap_or_default();
+        checkpoint::put(self.dst, &key, &body, "application/json")
+            .map_err(|e| self.fail("writing this run's claim on its upload", &key, &e))?;
+        self.claimed = true;
+        self.claimed_ms = now;
+        Ok(())
+    }
+
+    /// Removes this run's claim: its upload is complete, aborted, or vouched for by the
+    /// checkpoint just written.
+    pub fn drop_claim(&mut self) {
+        if !self.claimed {
+            return;
+        }
+        self.claimed = false;
+        let key = Claim::key(&self.dir, &self.upload_id);
+        if let Err(e) = checkpoint::delete_all(self.dst, &[key]) {
+            log::warn("claim_release_failed", json!({"error": e.to_string()}));
+        }
+    }
+
+    /// Renews the lease and the claim when a third of each has passed (small PUTs,
+    /// between transfers).
     pub fn renew_if_due(&mut self) -> Result<(), Failure> {
-        if self.leased && now_ms() >= self.renewed_ms + self.lease_ms / 3 {
+        let now = now_ms();
+        if self.leased && now >= self.renewed_ms + self.lease_ms / 3 {
             self.write_lease()?;
+        }
+        if self.claimed && now >= self.claimed_ms + self.lease_ms / 3 {
+            self.claim(0)?;
         }
         Ok(())
     }
 
-    /// Milliseconds until the lease wants renewing (`None` without one).
+    /// Milliseconds until the lease or the claim wants renewing (`None` without either).
     pub fn renew_in_ms(&self) -> Option<u64> {
-        self.leased
-            .then(|| (self.renewed_ms + self.lease_ms / 3).saturating_sub(now_ms()))
+        let now = now_ms();
+        let due = |held: bool, at: u64| held.then(|| (at + self.lease_ms / 3).saturating_sub(now));
+        match (
+            due(self.leased, self.renewed_ms),
+            due(self.claimed, self.claimed_ms),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Saves a checkpoint: `writer` is at an entry boundary, every part is stored and

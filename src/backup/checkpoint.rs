@@ -9,6 +9,7 @@
 //! ```text
 //! checkpoint.json        what the next run needs (below), written last
 //! lease.json             which run is writing this backup, until when
+//! runs/<hash>.json       one per multipart upload being written: which run, until when
 //! 000001.central ...     central-directory records of the entries of each checkpoint
 //! 000001.manifest ...    the manifest's deflate stream, flushed at each checkpoint
 //! names-N.bin            the hashes of the entry names taken (duplicates get `~2`)
@@ -241,6 +242,55 @@ impl Lease {
     }
 }
 
+/// `runs/<hash>.json`: a run's claim on the multipart upload it writes, renewed while it
+/// runs (beside the lease, which only a run with a checkpoint takes). An upload of this
+/// source's naming that neither a live claim nor the checkpoint vouches for was left by a
+/// run that died before its first checkpoint: the next run aborts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub archive_name: String,
+    pub upload_id: String,
+    pub owner: String,
+    /// Unix milliseconds.
+    pub expires: u64,
+}
+
+impl Claim {
+    pub fn key(dir: &str, upload_id: &str) -> String {
+        format!("{dir}runs/{}.json", &sha256_hex(upload_id.as_bytes())[..32])
+    }
+}
+
+/// An upload with no claim at all is left alone this long after its archive's start: the
+/// run that made it writes its claim right after, so only a run killed in between (or a
+/// release before claims) leaves none.
+pub const UNCLAIMED_GRACE_MS: u64 = 60 * 60 * 1000;
+
+/// A claim is dead this long after it expired: a live run renews it every third of its
+/// lease (a minute at most), and this covers a run held up meanwhile by retries of a
+/// blocking request (a listing page, a checkpoint), or clocks a little apart.
+pub const CLAIM_GRACE_MS: u64 = 2 * 60 * 1000;
+
+/// Whether the upload `upload_id` (of this source's naming) is an orphan: not the
+/// checkpoint's, and its claim is dead, or it has none and its archive began over
+/// [`UNCLAIMED_GRACE_MS`] ago (`started_ms`: the time in its name).
+pub fn is_orphan(
+    upload_id: &str,
+    checkpoint_upload: Option<&str>,
+    claim: Option<&Claim>,
+    started_ms: u64,
+    now_ms: u64,
+) -> bool {
+    if checkpoint_upload == Some(upload_id) {
+        return false;
+    }
+    match claim {
+        Some(c) => now_ms > c.expires.saturating_add(CLAIM_GRACE_MS),
+        None => now_ms > started_ms.saturating_add(UNCLAIMED_GRACE_MS),
+    }
+}
+
 /// Names as the writer keeps them: 8 bytes each, little-endian.
 pub fn names_to_bytes(names: &[u64]) -> Vec<u8> {
     names.iter().flat_map(|n| n.to_le_bytes()).collect()
@@ -336,5 +386,40 @@ mod tests {
         assert!(lease.held_by_other("b", 999));
         assert!(!lease.held_by_other("b", 1000));
         assert!(!lease.held_by_other("a", 10));
+    }
+    #[test]
+    fn an_upload_is_an_orphan_only_when_nothing_vouches_for_it() {
+        let claim = Claim {
+            archive_name: "b/backup-s-x.zip".into(),
+            upload_id: "u1".into(),
+            owner: "run-a".into(),
+            expires: 10_000,
+        };
+        let dead = 10_001 + CLAIM_GRACE_MS;
+        // The checkpoint's upload never is, whatever its claim says.
+        assert!(!is_orphan("u1", Some("u1"), Some(&claim), 0, 1 << 40));
+        // A claim holds until the grace after its expiry has passed.
+        assert!(!is_orphan("u1", None, Some(&claim), 0, dead - 1));
+        assert!(!is_orphan("u1", Some("other"), Some(&claim), 0, 10_001));
+        assert!(is_orphan("u1", Some("other"), Some(&claim), 0, dead));
+        assert!(is_orphan("u1", None, Some(&claim), 0, dead));
+        // No claim: an hour's grace from the archive's start.
+        assert!(!is_orphan(
+            "u1",
+            None,
+            None,
+            5_000,
+            5_000 + UNCLAIMED_GRACE_MS
+        ));
+        assert!(is_orphan(
+            "u1",
+            None,
+            None,
+            5_000,
+            5_001 + UNCLAIMED_GRACE_MS
+        ));
+        // Claims of different uploads live apart.
+        assert_ne!(Claim::key("d/", "u1"), Claim::key("d/", "u2"));
+        assert!(Claim::key("d/", "u1").starts_with("d/runs/"));
     }
 }

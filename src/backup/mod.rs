@@ -14,7 +14,9 @@ pub mod chain;
 pub mod checkpoint;
 pub mod dry_run;
 pub mod fetch;
+pub mod link;
 pub mod list;
+pub mod orphans;
 pub mod parts;
 pub mod pipeline;
 pub mod retention;
@@ -147,12 +149,25 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
             return Err(e);
         }
     };
+    // Claimed before anything is written, so no other run takes this upload for an
+    // orphan; then the uploads that killed runs left behind are looked for.
+    if let Err(e) = chain.claim(0) {
+        return Err(abandon(&mut begun.upload, e, &mut chain));
+    }
+    let aborted = orphans::sweep(
+        &dst,
+        &chain,
+        &config.archive_prefix,
+        &config.source.bucket,
+        begun.upload.upload_id(),
+    );
     let config = &begun.config;
     log::info(
         "backup_start",
         json!({"sourceBucket": config.source.bucket, "source": config.source.endpoint.to_string(),
                "destinationBucket": config.dest.bucket, "destination": config.dest.endpoint.to_string(),
-               "archiveName": chain.archive_name, "partSize": config.part_size, "run": chain.runs}),
+               "archiveName": chain.archive_name, "partSize": config.part_size, "run": chain.runs,
+               "orphansAborted": aborted}),
     );
     let stop_at = stop_after(config.max_run_seconds, config.deadline_ms, chain::now_ms())
         .map(|s| started_nanos.saturating_add((s * 1e9) as u64));
@@ -180,6 +195,8 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     let (upload, buffer, tallies) = (&mut begun.upload, &begun.buffer, &begun.tallies);
     let ended = match written {
         Ok(Ended::Stopped) => {
+            // The checkpoint just written vouches for the upload now.
+            chain.drop_claim();
             chain.release();
             Ended::Stopped
         }
@@ -526,6 +543,14 @@ fn complete_or_abort(
     chain: &mut Chain<'_>,
 ) -> Result<(), Failure> {
     let result = written.and_then(|()| {
+        // Held through the Complete (and its retries), however long the service takes.
+        let wait = upload::complete_wait(
+            upload.parts(),
+            std::time::Duration::from_secs(config.timeout_seconds),
+        );
+        if let Err(e) = chain.claim(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 4) * 2) {
+            log::warn("claim_renewal_failed", json!({"error": e.message}));
+        }
         upload.complete().map_err(|e| {
             s3_failure(
                 Side::Destination,
@@ -536,30 +561,42 @@ fn complete_or_abort(
             )
         })
     });
-    let Err(err) = result else {
-        return Ok(());
-    };
+    match result {
+        Ok(()) => {
+            chain.drop_claim();
+            Ok(())
+        }
+        Err(err) => Err(abandon(upload, err, chain)),
+    }
+}
+
+/// After `err`, the upload is aborted (so no partial archive or orphan parts are left),
+/// or kept when a checkpoint holds it (or the service may still be completing it); the
+/// failure says which.
+fn abandon(upload: &mut MultipartUpload<'_>, err: Failure, chain: &mut Chain<'_>) -> Failure {
     let key = upload.key.clone();
     if chain.has_checkpoint() && !upload.is_unsettled() {
         // Earlier work is in the checkpoint: the next run goes on from it.
+        chain.drop_claim();
         chain.release();
         log::warn("upload_kept", json!({"archiveName": key}));
-        return Err(err.and(&format!(
+        return err.and(&format!(
             "; the upload was kept: the next run continues it from the checkpoint under '{}' \
              (DISCARD_CHECKPOINT=true abandons it and aborts the upload)",
             chain.dir
-        )));
+        ));
     }
     chain.release();
     if upload.is_unsettled() {
         log::warn("upload_unsettled", json!({"archiveName": key}));
-        return Err(err.and(&format!(
+        return err.and(&format!(
             "; the upload was not aborted, since the service may still be completing it: \
              look for '{key}' later, or abort the upload {} with AbortMultipartUpload",
             upload.upload_id()
-        )));
+        ));
     }
-    Err(match upload.abort() {
+    chain.drop_claim();
+    match upload.abort() {
         Ok(()) => {
             log::warn("upload_aborted", json!({"archiveName": key}));
             err.and("; the multipart upload was aborted, so no partial archive was left")
@@ -573,7 +610,7 @@ fn complete_or_abort(
                 "; aborting the multipart upload of '{key}' also failed ({e}): remove it with AbortMultipartUpload or a lifecycle rule"
             ))
         }
-    })
+    }
 }
 
 /// Retention runs only after a successful backup; its failure does not undo the backup,

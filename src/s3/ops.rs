@@ -123,6 +123,23 @@ pub fn list_parts<'a>(key: &'a str, id: &str) -> Op<'a> {
     o
 }
 
+/// One page of the multipart uploads in progress under `prefix`, after the markers.
+pub fn list_multipart_uploads(prefix: &str, after: Option<(&str, &str)>) -> Op<'static> {
+    let mut o = op("ListMultipartUploads", "GET", None);
+    o.query = vec![
+        ("uploads".to_string(), String::new()),
+        ("prefix".to_string(), prefix.to_string()),
+    ];
+    if let Some((key, id)) = after {
+        o.query.push(("key-marker".to_string(), key.to_string()));
+        if !id.is_empty() {
+            o.query
+                .push(("upload-id-marker".to_string(), id.to_string()));
+        }
+    }
+    o
+}
+
 pub fn abort_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
     let mut o = op("AbortMultipartUpload", "DELETE", Some(key));
     o.query = vec![upload_id(id)];

@@ -152,6 +152,54 @@ pub fn parse_list_page(xml: &str) -> Result<ListPage, XmlError> {
     Ok(page)
 }
 
+/// One multipart upload in progress, as ListMultipartUploads lists it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UploadInProgress {
+    pub key: String,
+    pub upload_id: String,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UploadsPage {
+    pub uploads: Vec<UploadInProgress>,
+    /// `(key-marker, upload-id-marker)` of the next page, when there is one.
+    pub next: Option<(String, String)>,
+}
+
+/// Parses a ListMultipartUploads page (requested without `encoding-type`).
+pub fn parse_uploads_page(xml: &str) -> Result<UploadsPage, XmlError> {
+    const R: &str = "ListMultipartUploadsResult";
+    let mut page = UploadsPage::default();
+    let (mut truncated, mut next_key, mut next_id) = (false, String::new(), String::new());
+    let (mut key, mut id) = (None, None);
+    walk(xml, |path, text| {
+        if is(path, &[R, "Upload", "Key"]) {
+            key = Some(text);
+        } else if is(path, &[R, "Upload", "UploadId"]) {
+            id = Some(text);
+        } else if is(path, &[R, "Upload"]) {
+            if let (Some(key), Some(upload_id)) = (key.take(), id.take()) {
+                page.uploads.push(UploadInProgress { key, upload_id });
+            }
+        } else if is(path, &[R, "IsTruncated"]) {
+            truncated = text.trim() == "true";
+        } else if is(path, &[R, "NextKeyMarker"]) {
+            next_key = text;
+        } else if is(path, &[R, "NextUploadIdMarker"]) {
+            next_id = text;
+        }
+    })?;
+    if truncated {
+        if next_key.is_empty() {
+            return Err(XmlError(
+                "the upload listing is truncated but has no NextKeyMarker".into(),
+            ));
+        }
+        page.next = Some((next_key, next_id));
+    }
+    Ok(page)
+}
+
 /// The `UploadId` of an `InitiateMultipartUploadResult`.
 pub fn parse_upload_id(xml: &str) -> Result<String, XmlError> {
     let mut id = None;
@@ -281,5 +329,25 @@ mod tests {
             "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;a&quot;</ETag></Part>\
              <Part><PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag></Part></CompleteMultipartUpload>"
         );
+    }
+    #[test]
+    fn upload_listing_pages() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>dest</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>b/k &amp; 2.zip</NextKeyMarker><NextUploadIdMarker>id-2</NextUploadIdMarker>
+  <MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>a.zip</Key><UploadId>id-1</UploadId><Initiated>2026-12-01T00:00:00.000Z</Initiated></Upload>
+  <Upload><Key>b/k &amp; 2.zip</Key><UploadId>id-2</UploadId></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads_page(xml).unwrap();
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[1].key, "b/k & 2.zip");
+        assert_eq!(page.uploads[1].upload_id, "id-2");
+        assert_eq!(page.next, Some(("b/k & 2.zip".into(), "id-2".into())));
+        let last = xml.replace("<IsTruncated>true", "<IsTruncated>false");
+        assert_eq!(parse_uploads_page(&last).unwrap().next, None);
+        let broken = xml.replace("<NextKeyMarker>b/k &amp; 2.zip</NextKeyMarker>", "");
+        assert!(parse_uploads_page(&broken).is_err());
     }
 }

@@ -237,3 +237,100 @@ async fn two_runs_started_together_never_write_one_backup() {
         .collect();
     assert_eq!(archives.len(), 1, "{archives:?}");
 }
+
+/// Opens a multipart upload of `key` in `dest` (one part stored), as a run would have.
+async fn open_upload(s3: &TestS3, key: &str) -> String {
+    let mut c =
+        spaces_backup_testkit::client::Client::connect(s3, s3.access_key(), s3.secret_key()).await;
+    let path = format!("/dest/{key}");
+    let r = c.send("POST", &path, &[("uploads", "")], &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let xml = r.text();
+    let start = xml.find("<UploadId>").expect("UploadId") + "<UploadId>".len();
+    let id = xml[start..start + xml[start..].find('<').unwrap()].to_string();
+    let part = [("partNumber", "1"), ("uploadId", id.as_str())];
+    let r = c.send("PUT", &path, &part, &[], b"left behind").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    id
+}
+
+/// A run's claim on `id` (as `runs/<hash>.json`), expiring at Unix ms `expires`.
+fn write_claim(s3: &TestS3, key: &str, id: &str, expires: u64) {
+    let claim = serde_json::json!({"archiveName": key, "uploadId": id, "owner": "killed", "expires": expires});
+    let name = format!("{STATE}runs/{}.json", &sha256_hex(id.as_bytes())[..32]);
+    s3.put_object("dest", &name, claim.to_string().as_bytes())
+        .unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `backups/backup-source-<time>.zip` for a time `ago_ms` back, as runs name archives.
+fn archive_name_at(ago_ms: u64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms() - ago_ms) * 1_000_000)
+            .unwrap();
+    let stamp = format!(
+        "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}-{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    format!("backups/backup-source-{stamp}.zip")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_left_by_killed_runs_are_aborted_and_live_ones_kept() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    let objects = seed(&s3, true);
+    const HOUR: u64 = 3_600_000;
+    // Orphans: no claim and two hours old; a claim that lapsed long ago.
+    let unclaimed = archive_name_at(2 * HOUR);
+    open_upload(&s3, &unclaimed).await;
+    let lapsed = archive_name_at(10 * 60_000);
+    let lapsed_id = open_upload(&s3, &lapsed).await;
+    write_claim(&s3, &lapsed, &lapsed_id, now_ms() - 5 * 60_000);
+    // Kept: a run that just began (its claim not written yet), one whose claim is live,
+    // another source's upload, and a key not of this tool's naming.
+    let starting = archive_name_at(1_000);
+    open_upload(&s3, &starting).await;
+    let live = archive_name_at(3 * HOUR);
+    let live_id = open_upload(&s3, &live).await;
+    write_claim(&s3, &live, &live_id, now_ms() + 60_000);
+    let other = "backups/backup-sourcery-2020-01-01T00-00-00-000Z.zip";
+    open_upload(&s3, other).await;
+    let foreign = "backups/backup-source-latest.zip";
+    open_upload(&s3, foreign).await;
+
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    check_archive(&s3, &body, &objects);
+    let mut open: Vec<String> = s3
+        .memory_store()
+        .unwrap()
+        .open_uploads("dest")
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    open.sort();
+    let mut kept = vec![starting, live, other.to_string(), foreign.to_string()];
+    kept.sort();
+    assert_eq!(open, kept);
+    // The orphans' claims went with them; the live one's stays, and the run's own is gone.
+    let claims: Vec<String> = state_keys(&s3);
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert!(
+        claims[0].contains(&sha256_hex(live_id.as_bytes())[..32]),
+        "{claims:?}"
+    );
+}

@@ -180,6 +180,102 @@ fn a_run_killed_between_checkpoints_is_continued_by_the_next() {
     assert!(state.is_empty(), "{state:?}");
 }
 
+/// SIGKILL before the first checkpoint leaves an upload that nothing will continue. Its
+/// claim keeps it from the next run while it could still be live; once the claim has
+/// lapsed (written back two minutes stale here, rather than waited out), the next run
+/// aborts it, and nothing is left.
+#[test]
+fn an_upload_left_before_any_checkpoint_is_aborted_once_its_claim_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = slow_gets(dir.path(), 20);
+    for i in 0..120u32 {
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|j| (j.wrapping_add(i).wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        s3.put_object("source", &format!("obj-{i:04}"), &data)
+            .unwrap();
+    }
+    let vars = crate::common::backup_vars(&s3);
+    let settings = [
+        ("PART_SIZE", "5MiB"),
+        ("CONCURRENCY", "2"),
+        ("COMPRESSION", "store"),
+    ];
+    let run = || {
+        let out = crate::common::host_command()
+            .arg("run")
+            .current_dir(dir.path())
+            .envs(vars.clone())
+            .envs(settings)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let claims = || -> Vec<String> {
+        s3.object_keys("dest")
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.starts_with("backups/.spaces-backup/source/runs/"))
+            .collect()
+    };
+    let mut child = crate::common::host_command()
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .envs(vars.clone())
+        .envs(settings)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !s3.requests().iter().any(|r| r.operation == "UploadPart") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no UploadPart seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 1);
+    let left = claims();
+    assert_eq!(left.len(), 1, "the killed run's claim: {left:?}");
+    assert!(!s3
+        .object_keys("dest")
+        .unwrap()
+        .iter()
+        .any(|k| k.ends_with("checkpoint.json")));
+
+    // Right after, the killed run could still be a live one: its upload is kept.
+    let log = run();
+    assert!(!log.contains("orphan_aborted"), "{log}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 1);
+    assert_eq!(claims(), left, "the finished run removed its own claim");
+
+    let mut claim: serde_json::Value =
+        serde_json::from_slice(&s3.read_object("dest", &left[0]).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    claim["expires"] = (now - 121_000).into();
+    s3.put_object("dest", &left[0], claim.to_string().as_bytes())
+        .unwrap();
+    let log = run();
+    assert!(log.contains("orphan_aborted"), "{log}");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    assert!(claims().is_empty(), "{:?}", claims());
+    let archives = s3
+        .object_keys("dest")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with(".zip"))
+        .count();
+    assert_eq!(archives, 2, "the two complete runs' archives, nothing else");
+}
+
 /// A run stopped at MAX_RUN_SECONDS exits 75 (EX_TEMPFAIL), so a shell loop or a
 /// scheduler can tell "run again" from done and from failed.
 #[test]
