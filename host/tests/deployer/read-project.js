@@ -2,7 +2,7 @@
 // Reads a DigitalOcean Functions project the way `doctl serverless deploy` does, with
 // the deployer library it grew from (@nimbella/nimbella-deployer, its readProject), and
 // prints what the deploy would get: the error, or each function's runtime, limits,
-// webSecure and environment. Usage: node read-project.js PROJECT_DIR
+// webSecure, annotations and environment. Usage: node read-project.js PROJECT_DIR
 const deployer = require('@nimbella/nimbella-deployer');
 
 // The runtimes DigitalOcean Functions offers (what the platform's API would answer).
@@ -35,6 +35,7 @@ async function main() {
         web: action.web,
         webSecure: action.webSecure,
         limits: action.limits,
+        annotations: action.annotations,
         environment: action.environment,
         triggers: action.triggers,
       });

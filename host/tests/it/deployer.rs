@@ -67,6 +67,8 @@ fn the_function(read: &Value) -> &Value {
     assert_eq!(f["web"], true);
     assert_eq!(f["limits"]["timeout"], 900_000);
     assert_eq!(f["limits"]["memory"], 1024);
+    // The action's own key, for a chain that invokes itself to continue.
+    assert_eq!(f["annotations"]["provide-api-key"], true, "{f}");
     f
 }
 

@@ -227,6 +227,8 @@ fn the_function_refuses_what_the_owner_did_not_allow() {
         json!({"ALLOW_PARAMETERS": "DEST_ENDPOINT"}),
         // Abandoning a checkpoint aborts the earlier runs' upload.
         json!({"DISCARD_CHECKPOINT": true}),
+        // Whether a chain invokes itself is the owner's call.
+        json!({"CONTINUE": false}),
         json!({"__OW_DEADLINE": "1"}),
         // Allowed only when the owner lists it.
         json!({"EXCLUDE": "*"}),
@@ -271,4 +273,181 @@ fn the_function_refuses_what_the_owner_did_not_allow() {
     let (result, stderr) = invoke(&env, json!({"DRY_RUN": "true"}));
     assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
     assert_eq!(result["body"]["dryRun"], true, "{result}");
+}
+
+/// A stand-in for the platform's REST API: records each request (request line,
+/// Authorization, body) and answers 202 with an activation id, as OpenWhisk does for
+/// `blocking=false`.
+struct FakeApi {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+}
+
+fn fake_api() -> FakeApi {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let (mut auth, mut len) = (String::new(), 0usize);
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (name, value) = h.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "authorization" => auth = value.trim().to_string(),
+                    "content-length" => len = value.trim().parse().unwrap(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut seen = log.lock().unwrap();
+            seen.push((
+                line.trim_end().to_string(),
+                auth,
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ));
+            let answer = format!("{{\"activationId\":\"act-{}\"}}", seen.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    FakeApi { url, seen }
+}
+
+/// A backup bigger than one run completes from one invocation: each run that stops at
+/// its deadline invokes the function again (asynchronously, through the REST API with
+/// the action's own key and the same parameters) until the archive is complete; with
+/// CONTINUE=false the next trigger is left to do it. The key never reaches the log.
+#[test]
+fn a_continuing_backup_invokes_the_function_again_until_complete() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3"))
+        .in_memory()
+        .fault(|req| {
+            if req.operation() == "GetObject" && !req.path.contains(".spaces-backup") {
+                spaces_backup_testkit::server::Fault::Delay(std::time::Duration::from_millis(40))
+            } else {
+                spaces_backup_testkit::server::Fault::Pass
+            }
+        })
+        .start()
+        .unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..80u32 {
+        s3.put_object(
+            "source",
+            &format!("obj-{i:03}"),
+            format!("object {i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let cwasm = precompiled(dir.path());
+    let api = fake_api();
+    let key = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:k3y-s3cr3t-for-the-api";
+    let mut env: Vec<(&str, String)> = vec![
+        (
+            "SPACES_BACKUP_BIN",
+            env!("CARGO_BIN_EXE_spaces-backup").into(),
+        ),
+        ("SPACES_BACKUP_COMPONENT", cwasm.to_str().unwrap().into()),
+        ("SOURCE_BUCKET", "source".into()),
+        ("SOURCE_ENDPOINT", s3.endpoint().into()),
+        ("DEST_BUCKET", "dest".into()),
+        ("DEST_ENDPOINT", s3.endpoint().into()),
+        ("SPACES_KEY", s3.access_key().into()),
+        ("SPACES_SECRET", s3.secret_key().into()),
+        ("MAX_RUN_SECONDS", "2".into()),
+        ("CONCURRENCY", "1".into()),
+        ("ALLOW_PARAMETERS", "LOG_LEVEL".into()),
+        ("__OW_API_HOST", api.url.clone()),
+        ("__OW_API_KEY", key.into()),
+        ("__OW_ACTION_NAME", "/fn-test/backup/backup".into()),
+        ("CONTINUE", "false".into()),
+    ];
+    let args = json!({"LOG_LEVEL": "info", "__ow_method": "post", "http": {"method": "POST"}});
+
+    // Left to the schedule: no invocation.
+    let (result, stderr) = invoke(&env, args.clone());
+    assert_eq!(result["statusCode"], 202, "{result}\n{stderr}");
+    assert!(result["body"].get("continuation").is_none(), "{result}");
+    assert!(api.seen.lock().unwrap().is_empty());
+
+    env.retain(|(k, _)| *k != "CONTINUE");
+    env.push(("CONTINUE", "maybe".into()));
+    let (result, _) = invoke(&env, args.clone());
+    assert_eq!(result["statusCode"], 500, "{result}");
+    assert!(
+        result["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CONTINUE"),
+        "{result}"
+    );
+    env.retain(|(k, _)| *k != "CONTINUE");
+
+    // By default each continuing run invokes the next; the platform is played here.
+    // `run` is the chain's run number of each invocation (the first was above).
+    let mut args = args;
+    let mut run = 1;
+    loop {
+        run += 1;
+        assert!(run < 30, "still continuing after {run} runs");
+        let (result, stderr) = invoke(&env, args.clone());
+        assert!(!stderr.contains("k3y-s3cr3t"), "{stderr}");
+        let body = &result["body"];
+        assert_eq!(body["runs"], run, "{result}\n{stderr}");
+        let seen = api.seen.lock().unwrap().clone();
+        if result["statusCode"] == 200 {
+            assert_eq!(body["status"], "completed", "{result}");
+            assert_eq!(seen.len(), run - 2, "the last run invokes nothing");
+            assert_eq!(body["filesBackedUp"], 80, "{result}");
+            assert!(body.get("continuation").is_none(), "{result}");
+            break;
+        }
+        assert_eq!(result["statusCode"], 202, "{result}\n{stderr}");
+        assert_eq!(seen.len(), run - 1, "{seen:?}");
+        let (line, auth, params) = seen.last().unwrap().clone();
+        assert_eq!(
+            line,
+            "POST /api/v1/namespaces/fn-test/actions/backup/backup?blocking=false HTTP/1.1"
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode(key);
+        assert_eq!(auth, format!("Basic {basic}"));
+        // The same request, without the platform's details of the web call.
+        assert_eq!(params, json!({"LOG_LEVEL": "info"}));
+        let expected = format!("act-{}", seen.len());
+        assert_eq!(
+            body["continuation"]["activationId"],
+            expected.as_str(),
+            "{result}"
+        );
+        args = params;
+    }
+    let runs = run;
+    assert!(runs >= 3, "{runs} runs");
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    let archives = s3
+        .object_keys("dest")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with(".zip"))
+        .count();
+    assert_eq!(archives, 1);
 }

@@ -27,7 +27,7 @@ const OWNER_ONLY = new Set([
   'SOURCE_BUCKET', 'SOURCE_REGION', 'SOURCE_ENDPOINT',
   'DEST_BUCKET', 'DEST_REGION', 'DEST_ENDPOINT',
   'ARCHIVE_PREFIX', 'KEEP_LAST', 'KEEP_DAYS', 'MAX_MEMORY', 'EQUAL_PARTS', 'SSL_CERT_FILE',
-  'DISCARD_CHECKPOINT',
+  'DISCARD_CHECKPOINT', 'CONTINUE',
   'SPACES_KEY', 'SPACES_SECRET', 'BACKUP_TOKEN', 'RESTORE_TOKEN', 'WEB_SECRET',
   'ALLOW_PARAMETERS', 'ALLOW_RESTORE',
 ]);
@@ -38,7 +38,8 @@ const MAY_ALLOW = new Set([
 ]);
 const DEFAULT_ALLOWED = 'DRY_RUN,LOG_LEVEL';
 // The wrapper's own settings, which the host does not need.
-const WRAPPER_ONLY = ['WEB_SECRET', 'ALLOW_PARAMETERS', 'ALLOW_RESTORE'];
+// The platform's key (for continuing a backup) stays with the wrapper too.
+const WRAPPER_ONLY = ['WEB_SECRET', 'ALLOW_PARAMETERS', 'ALLOW_RESTORE', 'CONTINUE', '__OW_API_KEY'];
 
 // The parameters the owner allows, or the error in ALLOW_PARAMETERS.
 function allowedParameters(env) {
@@ -115,6 +116,64 @@ function executable(binary) {
   return copy;
 }
 
+// A backup that stops at its deadline with a checkpoint ("status": "continuing") is
+// continued by invoking this function again, asynchronously, through the platform's REST
+// API with the action's own key (the `provide-api-key` annotation in project.yml) and the
+// same parameters, so one scheduled trigger completes a backup of any size. CONTINUE=false
+// leaves the next run to the next trigger. Every run archives at least one object, so a
+// chain ends; MAX_CHAIN_RUNS bounds it all the same.
+const MAX_CHAIN_RUNS = 1000;
+const CONTINUE_TIMEOUT_MS = 15000;
+
+// CONTINUE as a boolean, or the error in it.
+function continueSetting(env) {
+  const v = String(env.CONTINUE || '').trim().toLowerCase();
+  if (v === '' || v === 'true') return { on: true };
+  if (v === 'false') return { on: false };
+  return { error: `CONTINUE is 'true' or 'false', not '${env.CONTINUE}'` };
+}
+
+// Invokes this action again without waiting for it; returns what the response reports.
+async function continueChain(env, params, runs) {
+  if (runs >= MAX_CHAIN_RUNS) {
+    return { error: `the backup has taken ${runs} runs, the most one chain may take: ` +
+      'the next scheduled run continues it' };
+  }
+  const host = env.__OW_API_HOST;
+  const key = env.__OW_API_KEY;
+  const action = env.__OW_ACTION_NAME || '';
+  const parts = action.split('/').filter((p) => p.length > 0);
+  if (!host || !key || parts.length < 2) {
+    return { error: 'the function has no API key to invoke itself (set the annotation ' +
+      "'provide-api-key: true', as host/function/project.yml does): the next scheduled run continues the backup" };
+  }
+  const [namespace, ...name] = parts;
+  const url = `${host.replace(/\/+$/, '')}/api/v1/namespaces/${encodeURIComponent(namespace)}` +
+    `/actions/${name.map(encodeURIComponent).join('/')}?blocking=false`;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        Authorization: `Basic ${Buffer.from(key).toString('base64')}`,
+        'Content-Type': 'application/json',
+      },
+      body: JSON.stringify(params),
+      signal: AbortSignal.timeout(CONTINUE_TIMEOUT_MS),
+    });
+    const text = await res.text();
+    if (res.status !== 202 && res.status !== 200) {
+      return { error: `invoking ${action} to continue answered HTTP ${res.status}: ` +
+        `${text.slice(0, 300)}; the next scheduled run continues the backup` };
+    }
+    let activationId = null;
+    try { activationId = JSON.parse(text).activationId || null; } catch (_) { /* none */ }
+    return { activationId };
+  } catch (e) {
+    return { error: `invoking ${action} to continue failed (${e.name}: ${e.message}); ` +
+      'the next scheduled run continues the backup' };
+  }
+}
+
 function failure(statusCode, message) {
   return { statusCode, body: { error: 'Backup failed', code: 'FunctionError', message } };
 }
@@ -164,11 +223,18 @@ async function main(args) {
   const env = { ...process.env };
   const { allowed, error: misconfigured } = allowedParameters(env);
   if (misconfigured) return invalid(500, 'InvalidConfiguration', misconfigured);
+  const chain = continueSetting(env);
+  if (chain.error) return invalid(500, 'InvalidConfiguration', chain.error);
   const { argv, error, status, code } = command(args);
   if (error) return invalid(status || 400, code || 'InvalidRequest', error);
+  // What a continuing run passes on to the next: the same request, without the
+  // platform's details.
+  const passOn = {};
   for (const [name, value] of Object.entries(args)) {
     // The platform's own details of a web call (`__ow_*`, DigitalOcean's `http`).
-    if (name.startsWith('__ow_') || name.startsWith('http') || ACTION_PARAMETERS.has(name)) continue;
+    if (name.startsWith('__ow_') || name.startsWith('http')) continue;
+    passOn[name] = value;
+    if (ACTION_PARAMETERS.has(name)) continue;
     const refused = refusal(name, value, allowed);
     if (refused) {
       console.error(JSON.stringify({ level: 'warn', event: 'parameter_refused', name }));
@@ -222,10 +288,22 @@ async function main(args) {
       try {
         const envelope = JSON.parse(line);
         if (typeof envelope.statusCode === 'number' && envelope.body !== undefined) {
-          resolve({
+          const answer = {
             statusCode: envelope.statusCode,
             headers: { 'Content-Type': 'application/json' },
             body: envelope.body,
+          };
+          const continuing = argv[0] === 'run' && envelope.statusCode === 202 &&
+            envelope.body && envelope.body.status === 'continuing';
+          if (!continuing || !chain.on) {
+            resolve(answer);
+            return;
+          }
+          continueChain(process.env, passOn, Number(envelope.body.runs) || 0).then((next) => {
+            answer.body = { ...envelope.body, continuation: next };
+            const event = next.error ? 'continue_failed' : 'continued';
+            console.error(JSON.stringify({ level: next.error ? 'warn' : 'info', event, ...next }));
+            resolve(answer);
           });
           return;
         }
