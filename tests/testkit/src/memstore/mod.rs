@@ -104,6 +104,9 @@ pub(super) struct State {
     pub(super) min_part_size: u64,
     /// Every part but the last must have the same size (as Cloudflare R2 wants).
     pub(super) equal_parts: bool,
+    /// UploadPartCopy is refused with 501 NotImplemented (as a service without it, or
+    /// Spaces copying across regions).
+    pub(super) no_part_copy: bool,
 }
 
 pub(super) struct BucketState {
@@ -218,6 +221,7 @@ impl MemStore {
                 upload_seq: 0,
                 min_part_size: DEFAULT_MIN_PART_SIZE,
                 equal_parts: false,
+                no_part_copy: false,
             })),
         }
     }
@@ -241,6 +245,11 @@ impl MemStore {
     /// differ in size, with R2's `InvalidPart`.
     pub fn set_equal_parts(&self, equal: bool) {
         self.lock().equal_parts = equal;
+    }
+
+    /// From now on (with `true`), UploadPartCopy is refused with 501 NotImplemented.
+    pub fn set_no_part_copy(&self, refuse: bool) {
+        self.lock().no_part_copy = refuse;
     }
 
     /// Creates `bucket`; `false` if it already existed. The name is not

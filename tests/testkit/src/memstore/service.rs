@@ -414,6 +414,108 @@ impl S3 for MemStore {
         }))
     }
 
+    /// A part copied from bytes of an existing object (`x-amz-copy-source`, and
+    /// `x-amz-copy-source-range: bytes=first-last`, both ends given, as S3 and MinIO want
+    /// them), checked like the ranges of a GET; the part then counts as any other.
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        if self.lock().no_part_copy {
+            return Err(s3_error!(
+                NotImplemented,
+                "UploadPartCopy is not supported by this server"
+            ));
+        }
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let (src_bucket, src_key) = match &input.copy_source {
+            CopySource::Bucket {
+                bucket,
+                key,
+                version_id: None,
+            } => (bucket.to_string(), key.to_string()),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "only a copy source of the form bucket/key is supported"
+                ))
+            }
+        };
+        let source = self.lookup(&src_bucket, &src_key)?;
+        let etag = source.e_tag();
+        if let Some(c) = &input.copy_source_if_match {
+            if !etag_matches(c, &etag) {
+                return Err(precondition_failed());
+            }
+        }
+        if let Some(c) = &input.copy_source_if_none_match {
+            if etag_matches(c, &etag) {
+                return Err(precondition_failed());
+            }
+        }
+        let len = source.data.len() as u64;
+        let (first, last) = match input.copy_source_range.as_deref() {
+            None => (0, len.saturating_sub(1)),
+            Some(r) => {
+                let bad = || {
+                    s3_error!(
+                        InvalidArgument,
+                        "The x-amz-copy-source-range value must be of the form bytes=first-last"
+                    )
+                };
+                let (a, b) = r
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .ok_or_else(bad)?;
+                let a: u64 = a.parse().map_err(|_| bad())?;
+                let b: u64 = b.parse().map_err(|_| bad())?;
+                (a, b)
+            }
+        };
+        if first > last || last >= len {
+            return Err(s3_error!(
+                InvalidRange,
+                "The requested range is not satisfiable"
+            ));
+        }
+        let data = source.data.slice(first as usize..=last as usize);
+        let md5 = Md5::checksum(&data);
+        let mut state = self.lock();
+        if !state.buckets.contains_key(&input.bucket) {
+            return Err(no_such_bucket());
+        }
+        let Some(upload) = state
+            .uploads
+            .get_mut(&input.upload_id)
+            .filter(|u| u.bucket == input.bucket && u.key == input.key)
+        else {
+            return Err(no_such_upload());
+        };
+        let now = SystemTime::now();
+        upload.parts.insert(
+            input.part_number,
+            StoredPart {
+                data,
+                md5,
+                last_modified: now,
+            },
+        );
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(hex(&md5))),
+                last_modified: Some(Timestamp::from(now)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
