@@ -595,8 +595,11 @@ fn abandon(upload: &mut MultipartUpload<'_>, err: Failure, chain: &mut Chain<'_>
             upload.upload_id()
         ));
     }
+    // Aborted first: the claim keeps the upload from other runs until it is gone (and
+    // lapses by itself if the abort fails, so the next run aborts it).
+    let aborted = upload.abort();
     chain.drop_claim();
-    match upload.abort() {
+    match aborted {
         Ok(()) => {
             log::warn("upload_aborted", json!({"archiveName": key}));
             err.and("; the multipart upload was aborted, so no partial archive was left")

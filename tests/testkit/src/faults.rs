@@ -48,15 +48,24 @@ impl RequestInfo {
             .is_some_and(|(_, k)| !k.is_empty());
         match (self.method.as_str(), object) {
             ("GET", false) if has("list-type") => "ListObjectsV2",
+            ("GET", false) if has("uploads") => "ListMultipartUploads",
             ("HEAD", false) => "HeadBucket",
             ("GET", true) if has("uploadId") => "ListParts",
             ("GET", true) => "GetObject",
             ("HEAD", true) => "HeadObject",
             ("POST", true) if has("uploads") => "CreateMultipartUpload",
             ("POST", true) if has("uploadId") => "CompleteMultipartUpload",
+            ("PUT", true)
+                if has("partNumber")
+                    && has("uploadId")
+                    && self.headers.contains_key("x-amz-copy-source") =>
+            {
+                "UploadPartCopy"
+            }
             ("PUT", true) if has("partNumber") && has("uploadId") => "UploadPart",
             ("PUT", true) => "PutObject",
             ("DELETE", true) if has("uploadId") => "AbortMultipartUpload",
+            ("DELETE", true) => "DeleteObject",
             _ => "Other",
         }
     }
@@ -278,5 +287,10 @@ mod tests {
             "AbortMultipartUpload"
         );
         assert_eq!(info("PUT", "/b/k", "").operation(), "PutObject");
+        assert_eq!(info("DELETE", "/b/k", "").operation(), "DeleteObject");
+        assert_eq!(
+            info("GET", "/b", "uploads&prefix=x").operation(),
+            "ListMultipartUploads"
+        );
     }
 }
