@@ -327,8 +327,18 @@ async fn failure_after_create_aborts_the_upload() {
     }
     // The part that gave up was tried once and retried twice; none was tried more.
     assert_eq!(per_part.values().max(), Some(&3), "{queries:?}");
-    // In-flight parts settle before the abort, so none lands after it.
-    assert_eq!(ops.last(), Some(&"AbortMultipartUpload"), "{ops:?}");
+    // In-flight parts settle before the abort, so none lands after it; only the run's
+    // claim on the upload is removed after.
+    let abort = ops
+        .iter()
+        .position(|o| *o == "AbortMultipartUpload")
+        .unwrap();
+    assert!(!ops[abort..].contains(&"UploadPart"), "{ops:?}");
+    let after: Vec<_> = requests[abort + 1..]
+        .iter()
+        .map(|r| (r.operation, r.path.contains("/.spaces-backup/source/runs/")))
+        .collect();
+    assert_eq!(after, [("DeleteObject", true)], "{ops:?}");
     assert_eq!(body["code"], "InternalError");
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
     assert_eq!(s3.leftover_part_files().unwrap(), 0);
