@@ -271,20 +271,8 @@ fn now_ms() -> u64 {
 
 /// `backups/backup-source-<time>.zip` for a time `ago_ms` back, as runs name archives.
 fn archive_name_at(ago_ms: u64) -> String {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms() - ago_ms) * 1_000_000)
-            .unwrap();
-    let stamp = format!(
-        "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}-{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    );
-    format!("backups/backup-source-{stamp}.zip")
+    let t = time::OffsetDateTime::now_utc() - time::Duration::milliseconds(ago_ms as i64);
+    spaces_backup::naming::archive_key("backups", "source", t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,18 @@ use std::time::{Duration, Instant};
 
 use spaces_backup_testkit::server::{Fault, S3Server};
 
+/// Waits (a minute at most) until the run has sent its first UploadPart: it is mid-upload.
+fn wait_for_a_part(s3: &S3Server) {
+    let started = Instant::now();
+    while !s3.requests().iter().any(|r| r.operation == "UploadPart") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no UploadPart seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn sigterm_during_a_run_aborts_the_upload() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,14 +49,7 @@ fn sigterm_during_a_run_aborts_the_upload() {
             ("COMPRESSION", "store"),
         ]);
     let child = cmd.spawn().unwrap();
-    let started = Instant::now();
-    while !s3.requests().iter().any(|r| r.operation == "UploadPart") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no UploadPart seen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_part(&s3);
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 1);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -229,14 +234,7 @@ fn an_upload_left_before_any_checkpoint_is_aborted_once_its_claim_lapses() {
         .envs(settings)
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while !s3.requests().iter().any(|r| r.operation == "UploadPart") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no UploadPart seen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_part(&s3);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 1);
