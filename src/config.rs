@@ -103,6 +103,30 @@ pub struct Config {
     pub checkpoint_seconds: u64,
     /// Abandon the checkpoint an earlier run left (its upload is aborted) and start anew.
     pub discard_checkpoint: bool,
+    /// Shards a plan divides the bucket into (SHARDS; `POST /plan` uses it by default).
+    pub shards: Option<u32>,
+    /// This run backs up one shard of the stored plan (SHARD=i/N, or Kubernetes'
+    /// 0-based JOB_COMPLETION_INDEX with SHARDS=N).
+    pub shard: Option<ShardIndex>,
+    /// The shard's work, read from the plan when the run begins (never from the
+    /// environment).
+    pub shard_work: Option<ShardWork>,
+}
+
+/// Which shard of how many, from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardIndex {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// A shard run's target, from the plan: its key range, its fragment and its chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardWork {
+    pub index: ShardIndex,
+    pub range: crate::compose::plan::ShardRange,
+    pub fragment: String,
+    pub chain_dir: String,
 }
 
 impl Config {
@@ -279,6 +303,9 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
             parse_checkpoint_seconds,
         ),
         discard_checkpoint: r.parse("DISCARD_CHECKPOINT", false, parse_bool),
+        shards: r.parse("SHARDS", None, parse_shards),
+        shard: None,
+        shard_work: None,
     };
     let mut config = config;
     // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.
@@ -295,6 +322,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
     } else {
         r.parse("EQUAL_PARTS", r2, parse_equal_parts)
     };
+    config.shard = shard_index(&mut r, config.shards);
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
     }
@@ -407,6 +435,66 @@ fn parse_deadline(v: &str) -> Result<Option<u64>, String> {
     match v.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Some(n)),
         _ => Err(format!("'{v}' is not a time in Unix milliseconds")),
+    }
+}
+
+fn parse_shards(v: &str) -> Result<Option<u32>, String> {
+    let max = crate::compose::plan::MAX_SHARDS;
+    match v.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(format!("'{v}' is not a number of shards from 1 to {max}")),
+    }
+}
+
+/// SHARD=i/N (from 1), or JOB_COMPLETION_INDEX (from 0, as a Kubernetes Indexed Job
+/// sets it) with SHARDS=N. SHARD wins when both are set.
+fn shard_index(r: &mut Reader<'_>, shards: Option<u32>) -> Option<ShardIndex> {
+    let max = crate::compose::plan::MAX_SHARDS;
+    if let Some(v) = r.get("SHARD").map(str::to_string) {
+        let parsed = v.split_once('/').and_then(|(i, n)| {
+            Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
+        });
+        return match parsed {
+            Some((index, count)) if index >= 1 && index <= count && count <= max => {
+                if shards.is_some_and(|s| s != count) {
+                    r.fail("SHARD", format!("'{v}' does not agree with SHARDS"));
+                }
+                Some(ShardIndex { index, count })
+            }
+            _ => {
+                r.fail(
+                    "SHARD",
+                    format!(
+                        "'{v}' is not INDEX/COUNT with 1 <= INDEX <= COUNT <= {max}, e.g. 3/16"
+                    ),
+                );
+                None
+            }
+        };
+    }
+    let v = r.get("JOB_COMPLETION_INDEX")?.to_string();
+    let Some(count) = shards else {
+        r.fail(
+            "JOB_COMPLETION_INDEX",
+            "is set, so this run is one shard, but SHARDS (how many) is not",
+        );
+        return None;
+    };
+    match v.parse::<u32>() {
+        Ok(i) if i < count => Some(ShardIndex {
+            index: i + 1,
+            count,
+        }),
+        _ => {
+            r.fail(
+                "JOB_COMPLETION_INDEX",
+                format!(
+                    "'{v}' is not an index from 0 to {} (SHARDS={count})",
+                    count - 1
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -667,6 +755,43 @@ mod tests {
         }
         assert!(text.contains("minimum part size"));
         assert!(!text.contains("s3cr3t") && !text.contains("DO00KEY"));
+    }
+
+    #[test]
+    fn shards_are_read_and_checked() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = minimal();
+            pairs.extend_from_slice(extra);
+            from_env(&env(&pairs))
+        };
+        let c = with(&[("SHARD", "3/16")]).unwrap();
+        assert_eq!(
+            c.shard,
+            Some(ShardIndex {
+                index: 3,
+                count: 16
+            })
+        );
+        let c = with(&[("JOB_COMPLETION_INDEX", "0"), ("SHARDS", "4")]).unwrap();
+        assert_eq!(c.shard, Some(ShardIndex { index: 1, count: 4 }));
+        assert_eq!(c.shards, Some(4));
+        assert_eq!(with(&[("SHARDS", "4")]).unwrap().shard, None);
+        for (bad, var) in [
+            (vec![("SHARD", "0/4")], "SHARD"),
+            (vec![("SHARD", "5/4")], "SHARD"),
+            (vec![("SHARD", "x")], "SHARD"),
+            (vec![("SHARD", "2/4"), ("SHARDS", "8")], "SHARD"),
+            (vec![("JOB_COMPLETION_INDEX", "2")], "JOB_COMPLETION_INDEX"),
+            (
+                vec![("JOB_COMPLETION_INDEX", "4"), ("SHARDS", "4")],
+                "JOB_COMPLETION_INDEX",
+            ),
+            (vec![("SHARDS", "0")], "SHARDS"),
+            (vec![("SHARDS", "1001")], "SHARDS"),
+        ] {
+            let err = with(&bad).unwrap_err();
+            assert!(err.0.iter().any(|e| e.variable == var), "{bad:?}: {err}");
+        }
     }
 
     #[test]

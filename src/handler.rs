@@ -19,7 +19,7 @@ use crate::error::Failure;
 use crate::io::{http, log};
 use crate::model::{ErrorBody, Health, VerifyAnswer};
 use crate::s3::clients;
-use crate::{backup, restore, verify};
+use crate::{backup, compose, restore, verify};
 
 pub struct Handler;
 
@@ -47,7 +47,7 @@ impl crate::bindings::exports::wasi::http::incoming_handler::Guest for Handler {
     }
 }
 
-const ROUTES: &str = "use POST /backup, POST /verify?archive=KEY[&deep=true|&integrity=true], \
+const ROUTES: &str = "use POST /backup, POST /plan?shards=N, POST /compose, POST /verify?archive=KEY[&deep=true|&integrity=true], \
      POST /restore?archive=KEY&to=BUCKET[/PREFIX][&overwrite=true] or GET /health";
 
 /// A response: its status and its JSON body.
@@ -74,6 +74,14 @@ fn route(
         (Method::Post, "/backup") => job("Backup failed", &|config| {
             backup::run(config).map(|outcome| (outcome.status(), json_body(&outcome)))
         }),
+        // A sharded backup: the plan, then each shard's POST /backup (SHARD=i/N), then this.
+        (Method::Post, "/plan") => job("Plan failed", &|config| {
+            let shards = shard_count(config, &query)?;
+            compose::make_plan(config, shards).map(|r| ok(json_body(&r)))
+        }),
+        (Method::Post, "/compose") => job("Compose failed", &|config| {
+            compose::compose(config).map(|r| ok(json_body(&r)))
+        }),
         (Method::Post, "/verify") => job("Verify failed", &|config| {
             run_verify(config, &query).map(ok)
         }),
@@ -88,7 +96,7 @@ fn route(
                 version: env!("CARGO_PKG_VERSION").into(),
             }),
         ),
-        (_, "/backup" | "/verify" | "/restore" | "/health") => {
+        (_, "/backup" | "/plan" | "/compose" | "/verify" | "/restore" | "/health") => {
             (405, error_body("Method not allowed", ROUTES, None))
         }
         _ => (404, error_body("Not found", ROUTES, None)),
@@ -181,6 +189,21 @@ impl Query {
 
 fn invalid(message: &str) -> Failure {
     Failure::new(crate::error::Kind::Request, message)
+}
+
+/// The shards a plan is asked for: `?shards=N`, else SHARDS.
+fn shard_count(config: &Config, query: &Query) -> Result<u32, Failure> {
+    let max = compose::plan::MAX_SHARDS;
+    match query.get("shards") {
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| invalid(&format!("shards: '{v}' is not a number from 1 to {max}"))),
+        None => config
+            .shards
+            .ok_or_else(|| invalid("say how many shards: POST /plan?shards=N (or set SHARDS)")),
+    }
 }
 
 /// Compares an archive with the source bucket (see [`crate::verify`]).

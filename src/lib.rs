@@ -4,6 +4,7 @@
 //! ```text
 //! handler ── route → job → one response
 //!   ├─ backup/   list → fetch → archive → parts → upload, driven by pipeline
+//!   ├─ compose/  plan → shards (backups of key ranges) → one archive of their fragments
 //!   ├─ restore/  archive → bucket (puts: the concurrent PUT pool)
 //!   └─ verify/   manifest against a listing; integrity: every CRC, no source needed
 //! zip/    the format: spec (records), write, read, manifest, remote (a ZIP in a bucket)
@@ -15,6 +16,7 @@
 pub mod auth;
 pub(crate) mod backup;
 mod bindings;
+pub(crate) mod compose;
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod handler;

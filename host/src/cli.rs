@@ -80,10 +80,19 @@ async fn call(
     })
 }
 
-pub(crate) async fn run(component: &ComponentArg, env_file: Option<&Path>) -> ExitCode {
+pub(crate) async fn run(
+    component: &ComponentArg,
+    env_file: Option<&Path>,
+    shards: Option<u32>,
+) -> ExitCode {
     let result = async {
         let (vars, runner) = prepare(component, env_file)?;
-        let backup = runner.handle(&vars, "POST", "/backup", "");
+        let backup = async {
+            match shards {
+                Some(n) => run_sharded(&runner, &vars, n).await,
+                None => runner.handle(&vars, "POST", "/backup", "").await,
+            }
+        };
         tokio::pin!(backup);
         tokio::select! {
             result = &mut backup => result,
@@ -121,6 +130,57 @@ pub(crate) async fn run(component: &ComponentArg, env_file: Option<&Path>) -> Ex
     println!("{line}");
     code
 }
+
+/// `run --shards N`: the plan, then N shard instances side by side in this process
+/// (each run again while it stops at its deadline), then the compose. The answer is
+/// the compose's, or the first failure's (nothing is composed then: the shards that
+/// finished stay done, and running the same command again continues the same plan).
+async fn run_sharded(runner: &Runner, vars: &env::EnvVars, n: u32) -> Result<(u16, Vec<u8>)> {
+    let (status, body) = runner
+        .handle(vars, "POST", &format!("/plan?shards={n}"), "")
+        .await?;
+    if status != 200 {
+        return Ok((status, body));
+    }
+    eprintln!("spaces-backup: plan of {n} shards stored; running them");
+    let mut shards = tokio::task::JoinSet::new();
+    for i in 1..=n {
+        let mut env = vars.clone();
+        env.retain(|(k, _)| k != "SHARD" && k != "JOB_COMPLETION_INDEX");
+        env.push(("SHARD".into(), format!("{i}/{n}")));
+        let runner = runner.clone();
+        shards.spawn(async move {
+            let mut runs = 0u32;
+            loop {
+                runs += 1;
+                let (status, body) = runner.handle(&env, "POST", "/backup", "").await?;
+                // 202: stopped at MAX_RUN_SECONDS with a checkpoint; the next run goes on.
+                if status != 202 || runs >= MAX_SHARD_RUNS {
+                    return anyhow::Ok((i, status, body));
+                }
+            }
+        });
+    }
+    let mut failed: Option<(u32, u16, Vec<u8>)> = None;
+    while let Some(joined) = shards.join_next().await {
+        let (i, status, body) = joined.context("a shard's task failed")??;
+        if status == 200 {
+            eprintln!("spaces-backup: shard {i}/{n} done");
+        } else {
+            eprintln!("spaces-backup: shard {i}/{n} failed ({status})");
+            if failed.as_ref().is_none_or(|f| i < f.0) {
+                failed = Some((i, status, body));
+            }
+        }
+    }
+    if let Some((_, status, body)) = failed {
+        return Ok((status, body));
+    }
+    runner.handle(vars, "POST", "/compose", "").await
+}
+
+/// Runs of one shard within `run --shards` (each stopped at its MAX_RUN_SECONDS).
+const MAX_SHARD_RUNS: u32 = 10_000;
 
 /// sysexits.h's "temporary failure, try again": what `run` exits with when the backup
 /// stopped at MAX_RUN_SECONDS (or the function's deadline) and continues in the next run.

@@ -35,6 +35,31 @@ enum Command {
         /// Read variables from this file instead of ./.env (process env wins)
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
+        /// Split the backup over N shards run side by side in this process (a plan, N
+        /// fragments, then one archive composed of them, mostly by server-side copy)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        shards: Option<u32>,
+    },
+    /// Store the plan of a sharded backup: the bucket's keys cut into N ranges of about
+    /// equal bytes; then run each shard (SHARD=i/N) and compose
+    Plan {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// How many shards (default: SHARDS)
+        #[arg(long, value_name = "N")]
+        shards: Option<u32>,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
+    /// Compose the one archive of a sharded backup from its fragments, once every shard
+    /// is done
+    Compose {
+        #[command(flatten)]
+        component: ComponentArg,
+        /// Read variables from this file instead of ./.env (process env wins)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
     },
     /// Compare an archive in DEST_BUCKET with the source bucket as it is now: prints the
     /// objects missing, changed and new since the backup, then a summary; exits 0 only
@@ -182,7 +207,23 @@ fn main() -> ExitCode {
             Command::Run {
                 component,
                 env_file,
-            } => run(&component, env_file.as_deref()).await,
+                shards,
+            } => run(&component, env_file.as_deref(), shards).await,
+            Command::Plan {
+                component,
+                shards,
+                env_file,
+            } => {
+                let path = match shards {
+                    Some(n) => format!("/plan?shards={n}"),
+                    None => "/plan".to_string(),
+                };
+                request_once(&component, env_file.as_deref(), &path).await
+            }
+            Command::Compose {
+                component,
+                env_file,
+            } => request_once(&component, env_file.as_deref(), "/compose").await,
             Command::Serve {
                 component,
                 addr,

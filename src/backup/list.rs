@@ -17,6 +17,11 @@ fn listed_after(p: &str, key: &str) -> bool {
     key.starts_with(p) || p > key
 }
 
+/// Whether every key under prefix `p` sorts after `key` (so none is wanted up to it).
+fn listed_past(p: &str, key: &str) -> bool {
+    p > key && !key.starts_with(p)
+}
+
 /// Yields the bucket's objects a page at a time; the whole listing is never held. The
 /// next page can be fetched ahead (`prefetch` + `poll`) while objects of this one are
 /// still being copied. With several prefixes (sorted, none inside another), each is
@@ -28,6 +33,8 @@ pub struct Lister<'a> {
     /// Keys up to this one are left out (a chained run goes on after the last key the
     /// previous run archived).
     start_after: Option<String>,
+    /// Keys after this one are left out (a shard's range ends here).
+    until: Option<String>,
     done: bool,
     ahead: Option<InFlight>,
 }
@@ -46,6 +53,7 @@ impl<'a> Lister<'a> {
             prefixes,
             token: None,
             start_after: None,
+            until: None,
             done: false,
             ahead: None,
         }
@@ -57,6 +65,15 @@ impl<'a> Lister<'a> {
         self.prefixes.retain(|p| listed_after(p, key));
         self.done = self.prefixes.is_empty();
         self.start_after = Some(key.to_string());
+        self
+    }
+
+    /// Lists only the keys up to `key`, included: prefixes whose keys all sort after it
+    /// are dropped, and the listing ends at the first key past it.
+    pub fn until(mut self, key: &str) -> Self {
+        self.prefixes.retain(|p| !listed_past(p, key));
+        self.done = self.done || self.prefixes.is_empty();
+        self.until = Some(key.to_string());
         self
     }
 
@@ -136,13 +153,33 @@ impl<'a> Lister<'a> {
             self.prefixes.pop();
             self.done = self.prefixes.is_empty();
         }
-        Ok(page.objects)
+        let mut objects = page.objects;
+        if let Some(end) = &self.until {
+            if objects.last().is_some_and(|o| o.key > *end) {
+                // Keys come in order: nothing after this one is wanted.
+                objects.retain(|o| o.key <= *end);
+                self.prefixes.clear();
+                self.token = None;
+                self.done = true;
+            }
+        }
+        Ok(objects)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::listed_after;
+    use super::{listed_after, listed_past};
+
+    #[test]
+    fn prefixes_wholly_after_the_end_are_dropped() {
+        assert!(!listed_past("", "m"));
+        assert!(!listed_past("a/", "m"));
+        assert!(listed_past("n/", "m"));
+        // "m/" holds keys after "m", but also keys up to a longer end inside it.
+        assert!(listed_past("m/", "m"));
+        assert!(!listed_past("m/", "m/x"));
+    }
 
     #[test]
     fn prefixes_wholly_before_the_last_key_are_dropped() {

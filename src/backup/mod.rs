@@ -104,21 +104,32 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     let started_nanos = http::now_nanos();
     let retries = Rc::new(Cell::new(0));
     let (src, dst) = clients(config, &retries);
+    // A shard's range, fragment and chain come from the stored plan.
+    let sharded;
+    let config = match config.shard {
+        Some(index) => {
+            sharded = crate::compose::shard_config(config, &dst, index)?;
+            &sharded
+        }
+        None => config,
+    };
     if config.dry_run {
-        let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
-        let mut lister = Lister::new(&src, &config.include_prefixes);
+        let key = match &config.shard_work {
+            Some(w) => w.fragment.clone(),
+            None => archive_key(&config.archive_prefix, &config.source.bucket, started),
+        };
+        let mut lister = listing(config, &src);
         let first = first_page(config, &mut lister, &dst)?;
         return dry_run::run(config, &key, &mut lister, first, clock).map(Outcome::DryRun);
     }
     // The source's first page and the destination's check come first, as in every run
     // (a wrong key or a missing bucket is named as such), then a checkpoint is looked for.
-    let mut lister = Lister::new(&src, &config.include_prefixes);
+    let mut lister = listing(config, &src);
     let first = first_page(config, &mut lister, &dst)?;
-    let dir = checkpoint::state_dir(&config.archive_prefix, &config.source.bucket);
     let mut chain = Chain::new(
         &dst,
         &config.dest,
-        dir,
+        chain_dir(config),
         checkpoint::fingerprint(config),
         config.checkpoint_seconds,
     );
@@ -130,11 +141,11 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
                 chain = Chain::new(
                     &dst,
                     &config.dest,
-                    checkpoint::state_dir(&config.archive_prefix, &config.source.bucket),
+                    chain_dir(config),
                     checkpoint::fingerprint(config),
                     config.checkpoint_seconds,
                 );
-                let mut lister = Lister::new(&src, &config.include_prefixes);
+                let mut lister = listing(config, &src);
                 let first = first_page(config, &mut lister, &dst)?;
                 begin_backup(config, &src, &dst, &mut chain, started, lister, first)
             }
@@ -154,13 +165,19 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     if let Err(e) = chain.claim(0) {
         return Err(abandon(&mut begun.upload, e, &mut chain));
     }
-    let aborted = orphans::sweep(
-        &dst,
-        &chain,
-        &config.archive_prefix,
-        &config.source.bucket,
-        begun.upload.upload_id(),
-    );
+    // A shard leaves the sweep to whole backups: its claims are in its own chain's
+    // folder, so it cannot tell the other shards' uploads from orphans.
+    let aborted = if config.shard_work.is_some() {
+        Vec::new()
+    } else {
+        orphans::sweep(
+            &dst,
+            &chain,
+            &config.archive_prefix,
+            &config.source.bucket,
+            begun.upload.upload_id(),
+        )
+    };
     let config = &begun.config;
     log::info(
         "backup_start",
@@ -244,7 +261,12 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
             );
         }
     }
-    let (deleted, retention_error) = apply_retention(config, &dst, &key, started);
+    // A fragment is not an archive: retention waits for the composed one.
+    let (deleted, retention_error) = if config.shard_work.is_some() {
+        (Vec::new(), None)
+    } else {
+        apply_retention(config, &dst, &key, started)
+    };
     report.deleted = deleted;
     report.retention_error = retention_error;
     log::info(
@@ -352,7 +374,11 @@ fn begin_backup<'a>(
     lister: Lister<'a>,
     first: Vec<ListedObject>,
 ) -> Result<Begun<'a>, Failure> {
-    let key = archive_key(&config.archive_prefix, &config.source.bucket, started);
+    let key = match &config.shard_work {
+        // A rerun of the shard writes the same fragment again.
+        Some(w) => w.fragment.clone(),
+        None => archive_key(&config.archive_prefix, &config.source.bucket, started),
+    };
     let config = plan_equal_parts(config, src)?.unwrap_or_else(|| config.clone());
     let upload = MultipartUpload::create(dst, &key, "application/zip").map_err(|e| {
         s3_failure(
@@ -395,7 +421,7 @@ fn continue_backup<'a>(
         config.part_size = cp.part_size;
         config.part_size_fixed = true;
     }
-    let mut lister = Lister::new(src, &config.include_prefixes);
+    let mut lister = listing(&config, src);
     if let Some(last) = &cp.last_key {
         lister = lister.after(last);
     }
@@ -460,6 +486,29 @@ fn continue_backup<'a>(
     })
 }
 
+/// The listing a run archives: the selected prefixes, within the shard's range if any.
+pub fn listing<'a>(config: &Config, src: &'a S3) -> Lister<'a> {
+    let mut lister = Lister::new(src, &config.include_prefixes);
+    if let Some(w) = &config.shard_work {
+        if let Some(after) = &w.range.after {
+            lister = lister.after(after);
+        }
+        if let Some(until) = &w.range.until {
+            lister = lister.until(until);
+        }
+    }
+    lister
+}
+
+/// Where this run's checkpoints and claims live: the source's state folder, or the
+/// shard's own.
+fn chain_dir(config: &Config) -> String {
+    match &config.shard_work {
+        Some(w) => w.chain_dir.clone(),
+        None => checkpoint::state_dir(&config.archive_prefix, &config.source.bucket),
+    }
+}
+
 /// The first listing page and the destination check come before the upload exists: a
 /// missing or unreadable bucket fails with nothing to clean up.
 fn first_page(
@@ -490,7 +539,7 @@ fn plan_equal_parts(config: &Config, src: &S3) -> Result<Option<Config>, Failure
         return Ok(None);
     }
     let selection = Selection::new(config);
-    let mut lister = Lister::new(src, &config.include_prefixes);
+    let mut lister = listing(config, src);
     let (mut bytes, mut objects, mut key_bytes) = (0u64, 0u64, 0u64);
     while let Some(page) = lister
         .next_page()
@@ -536,7 +585,7 @@ fn plan_equal_parts(config: &Config, src: &S3) -> Result<Option<Config>, Failure
 
 /// Completes the upload after a successful `written`; otherwise, or if completing fails,
 /// aborts it, so no partial archive or orphan parts are left, and says so.
-fn complete_or_abort(
+pub(crate) fn complete_or_abort(
     config: &Config,
     upload: &mut MultipartUpload<'_>,
     written: Result<(), Failure>,
@@ -618,7 +667,7 @@ fn abandon(upload: &mut MultipartUpload<'_>, err: Failure, chain: &mut Chain<'_>
 
 /// Retention runs only after a successful backup; its failure does not undo the backup,
 /// it is reported beside it. Returns the keys deleted, and the failure if any.
-fn apply_retention(
+pub(crate) fn apply_retention(
     config: &Config,
     dst: &S3,
     completed: &str,

@@ -59,21 +59,54 @@ enum PartState {
     Backoff(u64),
 }
 
-/// One part on its way to the destination.
+/// Bytes of an object in the destination bucket that a part is copied from, by the
+/// service (UploadPartCopy): `first..=last` of `key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopySource {
+    pub key: String,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// One part on its way to the destination: bytes sent, or a range copied.
 pub struct PartUpload {
     pub number: u32,
     data: Rc<Vec<u8>>,
     sha256: String,
+    copy: Option<CopySource>,
+    size: u64,
     state: PartState,
     retry: Retry,
 }
 
 impl PartUpload {
+    /// Bytes held in memory for it.
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// Whether the service copies it (UploadPartCopy).
+    pub fn is_copy(&self) -> bool {
+        self.copy.is_some()
+    }
+
     fn send(&self, upload: &MultipartUpload<'_>) -> Result<PartState, S3Error> {
+        if let Some(c) = &self.copy {
+            let op = ops::upload_part_copy(
+                &upload.key,
+                &upload.upload_id,
+                self.number,
+                upload.s3.bucket(),
+                &c.key,
+                c.first,
+                c.last,
+            );
+            return Ok(PartState::Sending(upload.s3.start(
+                &op,
+                None,
+                crate::s3::sigv4::EMPTY_SHA256,
+            )?));
+        }
         let op = ops::upload_part(&upload.key, &upload.upload_id, self.number);
         Ok(PartState::Sending(upload.s3.start(
             &op,
@@ -96,6 +129,23 @@ impl PartUpload {
             PartState::Backoff(deadline) => out.push(http::timer(*deadline)),
         }
     }
+}
+
+/// The ETag in an UploadPartCopy's answer: a 200 may still carry an `<Error>` (the
+/// service failed while copying), which is the error it names.
+fn copied_etag(resp: &mut crate::io::http::Response, number: u32) -> Result<String, S3Error> {
+    let text = resp.read_to_string(64 * 1024)?;
+    if let Some(etag) = xml::parse_copy_part_etag(&text) {
+        return Ok(etag);
+    }
+    Err(match xml::parse_error(&text) {
+        Some(e) => S3Error::Status {
+            status: if e.code == "SlowDown" { 503 } else { 500 },
+            code: e.code,
+            message: e.message,
+        },
+        None => S3Error::Protocol(format!("UploadPartCopy {number} answered without an ETag")),
+    })
 }
 
 /// HeadBucket on the destination: a missing or forbidden bucket is reported before any
@@ -173,23 +223,53 @@ impl<'a> MultipartUpload<'a> {
     /// Starts UploadPart for the next part number. The part is kept until it is stored,
     /// so a failed attempt can be sent again.
     pub fn start_part(&mut self, part: Part) -> Result<PartUpload, S3Error> {
-        self.started += 1;
-        self.bytes += part.data.len() as u64;
-        let number = self.started;
+        let size = part.data.len() as u64;
+        self.start(PartUpload {
+            number: 0,
+            sha256: part.sha256,
+            data: Rc::new(part.data),
+            copy: None,
+            size,
+            state: PartState::Backoff(0),
+            retry: self.s3.retry(),
+        })
+    }
+
+    /// Starts UploadPartCopy for the next part number: the bytes of `source`, an object
+    /// in the same bucket, copied by the service without passing through here.
+    pub fn start_copy(&mut self, source: CopySource) -> Result<PartUpload, S3Error> {
+        self.start(PartUpload {
+            number: 0,
+            sha256: String::new(),
+            data: Rc::default(),
+            size: source.last + 1 - source.first,
+            copy: Some(source),
+            state: PartState::Backoff(0),
+            retry: self.s3.retry(),
+        })
+    }
+
+    fn start(&mut self, mut part: PartUpload) -> Result<PartUpload, S3Error> {
+        let number = self.started + 1;
         if number > MAX_PARTS {
             return Err(S3Error::Protocol(format!(
                 "the archive needs more than {MAX_PARTS} parts; raise PART_SIZE"
             )));
         }
-        let mut part = PartUpload {
-            number,
-            sha256: part.sha256,
-            data: Rc::new(part.data),
-            state: PartState::Backoff(0),
-            retry: self.s3.retry(),
-        };
+        part.number = number;
         part.state = part.send(self)?;
+        self.started = number;
+        self.bytes += part.size;
         Ok(part)
+    }
+
+    /// Gives back the number of `part`, the last one started, which the service
+    /// refused for good: the next part takes its number (part numbers stay 1..n).
+    pub fn unstart(&mut self, part: PartUpload) {
+        if part.number == self.started {
+            self.started -= 1;
+            self.bytes -= part.size;
+        }
     }
 
     /// Parts started so far (the next part is this plus one).
@@ -222,10 +302,14 @@ impl<'a> MultipartUpload<'a> {
                 let Some(answer) = f.try_response() else {
                     return Ok(false);
                 };
+                let copy = part.copy.is_some();
                 let stored = answer
                     .map_err(S3Error::from)
                     .and_then(check_status)
-                    .and_then(|resp| {
+                    .and_then(|mut resp| {
+                        if copy {
+                            return copied_etag(&mut resp, part.number);
+                        }
                         resp.header("etag")
                             .filter(|e| !e.is_empty())
                             .ok_or_else(|| {
@@ -238,14 +322,14 @@ impl<'a> MultipartUpload<'a> {
                 match stored {
                     Ok(etag) => {
                         self.parts.push((part.number, etag));
-                        self.sizes.push((part.number, part.data.len() as u64));
+                        self.sizes.push((part.number, part.size));
                         part.data = Rc::default();
                         Ok(true)
                     }
                     Err(e) => {
+                        let name = if copy { "UploadPartCopy" } else { "UploadPart" };
                         let deadline =
-                            self.s3
-                                .backoff(&mut part.retry, "UploadPart", Some(&self.key), e)?;
+                            self.s3.backoff(&mut part.retry, name, Some(&self.key), e)?;
                         part.state = PartState::Backoff(deadline);
                         Ok(false)
                     }

@@ -109,6 +109,33 @@ pub fn upload_part<'a>(key: &'a str, id: &str, number: u32) -> Op<'a> {
     o
 }
 
+/// UploadPartCopy: part `number` is the bytes `first..=last` of `source_key` in
+/// `source_bucket`, copied by the service (`bytes=a-b`, the form every service takes).
+pub fn upload_part_copy<'a>(
+    key: &'a str,
+    id: &str,
+    number: u32,
+    source_bucket: &str,
+    source_key: &str,
+    first: u64,
+    last: u64,
+) -> Op<'a> {
+    let mut o = op("UploadPartCopy", "PUT", Some(key));
+    o.query = vec![("partNumber".into(), number.to_string()), upload_id(id)];
+    let source = format!(
+        "/{source_bucket}/{}",
+        crate::s3::sigv4::uri_encode(source_key, true)
+    );
+    o.headers = vec![
+        ("x-amz-copy-source".into(), source),
+        (
+            "x-amz-copy-source-range".into(),
+            format!("bytes={first}-{last}"),
+        ),
+    ];
+    o
+}
+
 pub fn complete_multipart_upload<'a>(key: &'a str, id: &str) -> Op<'a> {
     let mut o = op("CompleteMultipartUpload", "POST", Some(key));
     o.query = vec![upload_id(id)];
@@ -168,5 +195,8 @@ mod tests {
         let l = list_objects_v2("", None, Some("a/k"));
         assert_eq!(l.query[2], ("start-after".to_string(), "a/k".to_string()));
         assert_eq!(upload_part("k", "u", 3).query[0].1, "3");
+        let c = upload_part_copy("out.zip", "u", 2, "b", "f/a b.zip", 0, 99);
+        assert_eq!(c.headers[0].1, "/b/f/a%20b.zip");
+        assert_eq!(c.headers[1].1, "bytes=0-99");
     }
 }

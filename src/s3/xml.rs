@@ -212,6 +212,19 @@ pub fn parse_upload_id(xml: &str) -> Result<String, XmlError> {
         .ok_or_else(|| XmlError("no UploadId in the CreateMultipartUpload answer".into()))
 }
 
+/// The `ETag` of an UploadPartCopy's `CopyPartResult`; `None` when the answer is not
+/// one (a 200 can also carry an `<Error>`).
+pub fn parse_copy_part_etag(xml: &str) -> Option<String> {
+    let mut etag = None;
+    walk(xml, |path, text| {
+        if is(path, &["CopyPartResult", "ETag"]) {
+            etag = Some(text);
+        }
+    })
+    .ok()?;
+    etag.filter(|e| !e.is_empty())
+}
+
 /// True for a `CompleteMultipartUploadResult` (a 200 can also carry an `<Error>`).
 pub fn is_complete_result(xml: &str) -> bool {
     let mut ok = false;

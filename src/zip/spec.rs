@@ -279,6 +279,64 @@ pub struct CentralEntry {
     pub uncompressed: u64,
     /// Offset of the local header.
     pub offset: u64,
+    /// General purpose flags, version needed, DOS time and date, external attributes:
+    /// what [`CentralEntry::entry`] needs to write the record again elsewhere.
+    pub flags: u16,
+    pub version_needed: u16,
+    pub dos_time: u16,
+    pub dos_date: u16,
+    pub external: u32,
+}
+
+impl CentralEntry {
+    /// The entry as [`central_record`] writes it, named `name` at `offset`: the record
+    /// of the same entry in an archive where its local header is elsewhere.
+    pub fn entry<'a>(&self, name: &'a str, offset: u64) -> Entry<'a> {
+        Entry {
+            name,
+            method: self.method,
+            descriptor: self.flags & FLAG_DESCRIPTOR != 0,
+            zip64: self.version_needed >= 45,
+            dos_time: self.dos_time,
+            dos_date: self.dos_date,
+            crc32: self.crc32,
+            compressed: self.compressed,
+            uncompressed: self.uncompressed,
+            offset,
+            directory: self.external & 0x10 != 0,
+        }
+    }
+}
+
+/// A copy of the local header `header` (as read from the archive, at least its fixed
+/// part, name and extra field) with its name replaced by `name`; `None` when `header`
+/// is not a whole local header.
+pub fn renamed_local_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    if u32_at(header, 0) != Some(LOCAL_SIG) {
+        return None;
+    }
+    let name_len = usize::from(u16_at(header, 26)?);
+    let extra_len = usize::from(u16_at(header, 28)?);
+    let extra = header.get(30 + name_len..30 + name_len + extra_len)?;
+    let mut out = Vec::with_capacity(30 + name.len() + extra_len);
+    out.extend_from_slice(&header[..26]);
+    put16(&mut out, name_len16(name));
+    put16(&mut out, extra_len as u16);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(extra);
+    Some(out)
+}
+
+/// The length of the local header at the start of `header` (its fixed part at least).
+pub fn local_header_len(header: &[u8]) -> Option<u64> {
+    if u32_at(header, 0) != Some(LOCAL_SIG) {
+        return None;
+    }
+    Some(30 + u64::from(u16_at(header, 26)?) + u64::from(u16_at(header, 28)?))
+}
+
+fn name_len16(name: &str) -> u16 {
+    name_len(name)
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -357,6 +415,11 @@ pub fn central_entry(buf: &[u8]) -> Result<Option<(CentralEntry, usize)>, String
         compressed: u64::from(u32_at(buf, 20).unwrap_or(0)),
         uncompressed: u64::from(u32_at(buf, 24).unwrap_or(0)),
         offset: u64::from(u32_at(buf, 42).unwrap_or(0)),
+        flags: u16_at(buf, 8).unwrap_or(0),
+        version_needed: u16_at(buf, 6).unwrap_or(0),
+        dos_time: u16_at(buf, 12).unwrap_or(0),
+        dos_date: u16_at(buf, 14).unwrap_or(0),
+        external: u32_at(buf, 38).unwrap_or(0),
     };
     // ZIP64: the fields set to all ones follow in the extra field, in this order.
     let extra = &buf[46 + name_len..46 + name_len + extra_len];
@@ -577,7 +640,32 @@ mod tests {
             );
             assert_eq!(got.crc32, 0x1234_5678);
             assert!(central_entry(&cd[..cd.len() - 1]).unwrap().is_none());
+            // The record written again from what was parsed is the same record.
+            let mut again = Vec::new();
+            central_record(&mut again, &got.entry(&got.name, got.offset));
+            assert_eq!(again, cd);
         }
+    }
+
+    #[test]
+    fn a_local_header_is_renamed_with_its_extra() {
+        let mut e = entry("a/b");
+        e.zip64 = true;
+        e.uncompressed = 7;
+        let mut head = Vec::new();
+        local_header(&mut head, &e);
+        assert_eq!(local_header_len(&head), Some(head.len() as u64));
+        let renamed = renamed_local_header(&head, "a/b~2").unwrap();
+        let mut want = Vec::new();
+        local_header(&mut want, &Entry { name: "a/b~2", ..e });
+        assert_eq!(renamed, want);
+        assert!(renamed_local_header(&head[..head.len() - 1], "x").is_none());
+        let mut dir = entry("d/");
+        dir.directory = true;
+        let mut cd = Vec::new();
+        central_record(&mut cd, &dir);
+        let (got, _) = central_entry(&cd).unwrap().unwrap();
+        assert!(got.entry("d/", 0).directory);
     }
 
     #[test]

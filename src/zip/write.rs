@@ -72,7 +72,7 @@ impl Hasher for Prehashed {
 
 /// Names are compared without a trailing slash: a file `a` and a folder `a/` cannot both
 /// be extracted.
-fn name_hash(name: &str) -> u64 {
+pub fn name_hash(name: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     name.trim_end_matches('/').hash(&mut h);
     h.finish()

@@ -14,5 +14,6 @@ mod host_smoke;
 mod keys;
 mod restore;
 mod retention;
+mod shards;
 mod verify;
 mod zip64;

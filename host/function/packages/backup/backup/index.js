@@ -183,14 +183,31 @@ function invalid(statusCode, code, message) {
 }
 
 // What an invocation may ask for besides a backup: `action` (`backup`, the default,
-// `verify` or `restore`), `archive` (its key), for `verify` a `mode` (`deep` or
-// `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`. A restore writes
-// over a bucket: it is off unless the owner sets ALLOW_RESTORE=true.
-const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode', 'to', 'overwrite']);
+// `plan`, `compose`, `verify` or `restore`), `archive` (its key), for `verify` a `mode`
+// (`deep` or `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`. A
+// sharded backup is `plan` with `shards` (N), then `backup` with `shard` ("i/N") for each
+// i, then `compose`. A restore writes over a bucket: it is off unless the owner sets
+// ALLOW_RESTORE=true.
+const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode', 'to', 'overwrite', 'shards', 'shard']);
 
 function command(args) {
   const action = String(args.action || 'backup');
-  if (action === 'backup') return { argv: ['run', '--component', COMPONENT] };
+  if (action === 'backup') {
+    if (args.shard !== undefined && !/^\s*\d+\s*\/\s*\d+\s*$/.test(String(args.shard))) {
+      return { error: "'shard' is INDEX/COUNT, e.g. \"3/16\"" };
+    }
+    return { argv: ['run', '--component', COMPONENT] };
+  }
+  if (action === 'plan') {
+    const argv = ['plan', '--component', COMPONENT];
+    if (args.shards !== undefined) {
+      const n = Number(args.shards);
+      if (!Number.isInteger(n) || n < 1 || n > 1000) return { error: "'shards' is a number from 1 to 1000" };
+      argv.push('--shards', String(n));
+    }
+    return { argv };
+  }
+  if (action === 'compose') return { argv: ['compose', '--component', COMPONENT] };
   if (action === 'verify') {
     if (!args.archive) return { error: "action 'verify' needs the parameter 'archive' (its key)" };
     const argv = ['verify', '--component', COMPONENT, '--json', '--archive', String(args.archive)];
@@ -215,7 +232,7 @@ function command(args) {
     if (args.overwrite === true || args.overwrite === 'true') argv.push('--overwrite');
     return { argv };
   }
-  return { error: `unknown action '${action}': use 'backup', 'verify' or 'restore'` };
+  return { error: `unknown action '${action}': use 'backup', 'plan', 'compose', 'verify' or 'restore'` };
 }
 
 async function main(args) {
@@ -234,6 +251,8 @@ async function main(args) {
     // The platform's own details of a web call (`__ow_*`, DigitalOcean's `http`).
     if (name.startsWith('__ow_') || name.startsWith('http')) continue;
     passOn[name] = value;
+    // The shard this run backs up, for the host as SHARD.
+    if (name === 'shard') env.SHARD = String(value).replace(/\s+/g, '');
     if (ACTION_PARAMETERS.has(name)) continue;
     const refused = refusal(name, value, allowed);
     if (refused) {

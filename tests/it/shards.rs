@@ -1,0 +1,224 @@
+//! A backup split over shards: `POST /plan?shards=N`, each shard's `POST /backup` with
+//! `SHARD=i/N` into a fragment, then `POST /compose` into one archive that reads like a
+//! single run's: same names, manifest and readers, with the fragment data copied by the
+//! service (UploadPartCopy) or, where it refuses, downloaded and uploaded again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{
+    backup_env, read_manifest_with_python, read_zip_with_java_stream, read_zip_with_python,
+    request, run_backup, set, sha256_hex, tool, TestS3, MANIFEST,
+};
+
+const STATE: &str = "backups/.spaces-backup/source/";
+
+/// Bytes that do not deflate.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Small objects and a few of 7 MB (so some fragments are big enough to be copied and
+/// others are under 5 MiB), two keys whose safe names collide (`./twin.txt` sorts
+/// first, `twin.txt` last, so they land in different shards), a folder marker and an
+/// empty object.
+fn seed(s3: &TestS3) -> BTreeMap<String, Vec<u8>> {
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    let mut objects = BTreeMap::new();
+    objects.insert("./twin.txt".to_string(), b"first twin".to_vec());
+    for i in 0..90u64 {
+        let len = if i % 30 == 7 {
+            7_000_000
+        } else {
+            (i * 7919 % 60_000) as usize
+        };
+        objects.insert(format!("m/obj-{i:03}"), noise(i, len));
+    }
+    objects.insert("m/folder/".into(), Vec::new());
+    objects.insert("m/empty".into(), Vec::new());
+    objects.insert("twin.txt".into(), b"second twin".to_vec());
+    for (k, v) in &objects {
+        s3.put_object("source", k, v).unwrap();
+    }
+    objects
+}
+
+fn shard_env(env: &[(String, String)], i: u32, n: u32) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    set(&mut env, "SHARD", &format!("{i}/{n}"));
+    env
+}
+
+async fn plan(env: &[(String, String)], n: u32) -> Value {
+    let (status, body) = request(env, "POST", &format!("/plan?shards={n}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn run_shards(env: &[(String, String)], n: u32) {
+    for i in 1..=n {
+        let (status, body) = run_backup(&shard_env(env, i, n)).await;
+        assert_eq!(status, 200, "shard {i}/{n}: {body}");
+        assert!(
+            body["archiveName"].as_str().unwrap().starts_with(STATE),
+            "{body}"
+        );
+    }
+}
+
+fn state_keys(s3: &TestS3) -> Vec<String> {
+    s3.object_keys("dest")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.starts_with(STATE))
+        .collect()
+}
+
+/// The composed archive holds exactly `objects`, in key order, and opens in every
+/// reader; the manifest names the twin's second copy `twin~2.txt`.
+fn check_archive(s3: &TestS3, body: &Value, objects: &BTreeMap<String, Vec<u8>>) {
+    let data = s3
+        .read_object("dest", body["archiveName"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(body["archiveSize"], data.len() as u64, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.zip");
+    std::fs::write(&path, &data).unwrap();
+    let mut entries = read_zip_with_python(&path);
+    assert_eq!(entries.pop().unwrap().name, MANIFEST);
+    let manifest = read_manifest_with_python(&path);
+    let keys: Vec<&str> = manifest
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, objects.keys().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(manifest[0]["entry"], "twin.txt");
+    assert_eq!(manifest.last().unwrap()["entry"], "twin~2.txt");
+    assert_eq!(entries.len(), objects.len());
+    for (line, e) in manifest.iter().zip(&entries) {
+        assert_eq!(line["entry"], e.name.as_str());
+        let want = &objects[line["key"].as_str().unwrap()];
+        assert_eq!(e.size, want.len() as u64, "{}", e.name);
+        assert_eq!(e.sha256, sha256_hex(want), "{}", e.name);
+    }
+    let path = path.to_str().unwrap();
+    let unzip = tool("unzip", &["-t", path]);
+    assert!(unzip.contains("No errors detected"), "{unzip}");
+    let sevenzip = tool("7z", &["t", path]);
+    assert!(sevenzip.contains("Everything is Ok"), "{sevenzip}");
+    let bsdtar = tool("bsdtar", &["-tvf", path]);
+    assert!(bsdtar.contains("twin~2.txt"), "{bsdtar}");
+    let java = read_zip_with_java_stream(Path::new(path));
+    assert_eq!(java.len(), objects.len() + 1, "Java reads every entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_compose_into_one_archive_copied_by_the_service() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    let objects = seed(&s3);
+    let env = backup_env(&s3, "source", "dest");
+    let planned = plan(&env, 4).await;
+    assert_eq!(planned["shards"].as_array().unwrap().len(), 4, "{planned}");
+    assert_eq!(planned["objects"], objects.len() as u64, "{planned}");
+    // Asked again with the same settings, the plan is kept.
+    assert_eq!(plan(&env, 4).await["reused"], true);
+    run_shards(&env, 4).await;
+    let (status, body) = request(&env, "POST", "/compose").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["archiveName"], planned["archiveName"], "{body}");
+    assert_eq!(body["filesBackedUp"], objects.len() as u64, "{body}");
+    assert_eq!(body["serverSideCopy"], true, "{body}");
+    assert_eq!(body["renamed"], 1, "{body}");
+    let copied = body["copiedBytes"].as_u64().unwrap();
+    let uploaded = body["uploadedBytes"].as_u64().unwrap();
+    let size = body["archiveSize"].as_u64().unwrap();
+    assert_eq!(copied + uploaded, size, "{body}");
+    assert!(copied > 14_000_000, "{body}");
+    check_archive(&s3, &body, &objects);
+    // The fragments, the plan and the shards' state are gone; nothing is left open.
+    assert!(state_keys(&s3).is_empty(), "{:?}", state_keys(&s3));
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    let copies = s3
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "UploadPartCopy")
+        .count();
+    assert!(copies >= 2, "{copies} copies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_downloads_the_data_where_the_copy_is_refused() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    let objects = seed(&s3);
+    let env = backup_env(&s3, "source", "dest");
+    plan(&env, 3).await;
+    run_shards(&env, 3).await;
+    s3.memory_store().unwrap().set_no_part_copy(true);
+    let (status, body) = request(&env, "POST", "/compose").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["serverSideCopy"], false, "{body}");
+    assert_eq!(body["copiedBytes"], 0, "{body}");
+    let note = body["copyNote"].as_str().unwrap();
+    assert!(note.contains("refused UploadPartCopy"), "{note}");
+    assert_eq!(body["uploadedBytes"], body["archiveSize"], "{body}");
+    check_archive(&s3, &body, &objects);
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_shard_stops_the_compose_and_a_rerun_is_harmless() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    let objects = seed(&s3);
+    let env = backup_env(&s3, "source", "dest");
+    // No plan yet: a shard says what to do first.
+    let (status, body) = run_backup(&shard_env(&env, 1, 2)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("/plan?shards="),
+        "{body}"
+    );
+    plan(&env, 2).await;
+    // Another shard count while this plan is unfinished is refused, naming the way out.
+    let (status, body) = request(&env, "POST", "/plan?shards=3").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("DISCARD_CHECKPOINT"),
+        "{body}"
+    );
+    let (status, body) = run_backup(&shard_env(&env, 3, 3)).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = run_backup(&shard_env(&env, 1, 2)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = request(&env, "POST", "/compose").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("SHARD=2/2"),
+        "{body}"
+    );
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
+    // Shard 2 twice, and shard 1 again: the fragments are written anew, nothing doubles.
+    for i in [2, 2, 1] {
+        let (status, body) = run_backup(&shard_env(&env, i, 2)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = request(&env, "POST", "/compose").await;
+    assert_eq!(status, 200, "{body}");
+    check_archive(&s3, &body, &objects);
+    assert!(state_keys(&s3).is_empty(), "{:?}", state_keys(&s3));
+}
