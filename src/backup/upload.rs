@@ -36,6 +36,16 @@ pub fn complete_wait(parts: usize, timeout: std::time::Duration) -> std::time::D
         .max(timeout)
 }
 
+/// How long an UploadPartCopy may take to answer: the service copies the whole range
+/// before it does (AWS may send its 200 early and the result later), so TIMEOUT_SECONDS
+/// plus a second for every 8 MiB, two minutes at least.
+pub fn copy_wait(bytes: u64, timeout: std::time::Duration) -> std::time::Duration {
+    let per_size = std::time::Duration::from_secs(bytes / (8 * 1024 * 1024));
+    timeout
+        .saturating_add(per_size)
+        .max(std::time::Duration::from_secs(120))
+}
+
 /// After a Complete whose answer is lost, or that a retry finds already gone, the object
 /// may be on its way: how long to look for it before deciding.
 const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -101,10 +111,11 @@ impl PartUpload {
                 c.first,
                 c.last,
             );
-            return Ok(PartState::Sending(upload.s3.start(
+            return Ok(PartState::Sending(upload.s3.start_waiting(
                 &op,
                 None,
                 crate::s3::sigv4::EMPTY_SHA256,
+                copy_wait(self.size, upload.s3.timeout()),
             )?));
         }
         let op = ops::upload_part(&upload.key, &upload.upload_id, self.number);

@@ -196,6 +196,74 @@ fn delete_under(config: &Config, dst: &S3, prefix: &str) -> Result<(), Failure> 
     Ok(())
 }
 
+/// Fragments and shard state older than this, of no stored plan, are stale.
+const STALE_AFTER: time::Duration = time::Duration::days(1);
+
+/// Removes what abandoned sharded backups left (fragments and shard folders of a plan
+/// that is no longer stored, a day old at least, so a plan being made now is safe):
+/// after a compose, and before a new plan. Returns how many objects went; a failure is only logged.
+pub fn remove_stale(config: &Config, dst: &S3) -> usize {
+    let dir = state_dir(&config.archive_prefix, &config.source.bucket);
+    let now = OffsetDateTime::now_utc();
+    let failed = |e: &dyn std::fmt::Display| {
+        log::warn(
+            "stale_fragments_check_failed",
+            json!({"error": e.to_string()}),
+        );
+    };
+    // Old objects of any plan first (usually none: one listing per folder), then the
+    // plan, whose own are kept.
+    let mut old: Vec<(String, String)> = Vec::new();
+    for folder in ["fragments/", "shards/"] {
+        let prefix = format!("{dir}{folder}");
+        let mut lister = Lister::new(dst, std::slice::from_ref(&prefix));
+        loop {
+            match lister.next_page() {
+                Ok(Some(page)) => old.extend(
+                    page.into_iter()
+                        .filter(|o| {
+                            crate::naming::parse_rfc3339(&o.last_modified)
+                                .is_some_and(|t| t < now - STALE_AFTER)
+                        })
+                        .map(|o| {
+                            let stem = o.key[prefix.len()..].split('/').next().unwrap_or_default();
+                            (stem.to_string(), o.key)
+                        }),
+                ),
+                Ok(None) => break,
+                Err(e) => {
+                    failed(&e);
+                    return 0;
+                }
+            }
+        }
+    }
+    if old.is_empty() {
+        return 0;
+    }
+    let current = match load_plan(config, dst, &dir) {
+        Ok(plan) => plan.map(|p| p.stem().to_string()),
+        // A plan that cannot be read is kept, and so is everything of any plan.
+        Err(e) => {
+            failed(&e.message);
+            return 0;
+        }
+    };
+    let stale: Vec<String> = old
+        .into_iter()
+        .filter(|(stem, _)| current.as_deref() != Some(stem.as_str()))
+        .map(|(_, key)| key)
+        .collect();
+    if let Err(e) = checkpoint::delete_all(dst, &stale) {
+        failed(&e);
+        return 0;
+    }
+    if !stale.is_empty() {
+        log::info("stale_fragments_removed", json!({"objects": stale.len()}));
+    }
+    stale.len()
+}
+
 /// `POST /plan?shards=N`: lists the source once and stores the plan. A plan already
 /// there with the same settings and shard count is kept, so a rerun of the whole
 /// sharded backup continues it; any other plan is refused unless DISCARD_CHECKPOINT.
@@ -276,6 +344,7 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
                    "message": "DISCARD_CHECKPOINT: the earlier plan and its fragments were removed"}),
         );
     }
+    remove_stale(config, &dst);
     let selection = Selection::new(config);
     let mut planner = Planner::new();
     let mut lister = Lister::new(&src, &config.include_prefixes);
@@ -768,6 +837,7 @@ pub fn compose(config: &Config) -> Result<ComposeReport, Failure> {
     }
     let (deleted, retention_error) =
         crate::backup::apply_retention(config, &dst, &plan.archive_name, started);
+    remove_stale(config, &dst);
     let report = ComposeReport {
         backup: BackupReport {
             message: "Backup completed successfully".into(),

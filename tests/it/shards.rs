@@ -67,7 +67,9 @@ async fn plan(env: &[(String, String)], n: u32) -> Value {
     body
 }
 
-async fn run_shards(env: &[(String, String)], n: u32) {
+/// Runs every shard; returns the fragments' sizes.
+async fn run_shards(env: &[(String, String)], n: u32) -> Vec<u64> {
+    let mut sizes = Vec::new();
     for i in 1..=n {
         let (status, body) = run_backup(&shard_env(env, i, n)).await;
         assert_eq!(status, 200, "shard {i}/{n}: {body}");
@@ -75,7 +77,9 @@ async fn run_shards(env: &[(String, String)], n: u32) {
             body["archiveName"].as_str().unwrap().starts_with(STATE),
             "{body}"
         );
+        sizes.push(body["archiveSize"].as_u64().unwrap());
     }
+    sizes
 }
 
 fn state_keys(s3: &TestS3) -> Vec<String> {
@@ -134,7 +138,10 @@ async fn shards_compose_into_one_archive_copied_by_the_service() {
     assert_eq!(planned["objects"], objects.len() as u64, "{planned}");
     // Asked again with the same settings, the plan is kept.
     assert_eq!(plan(&env, 4).await["reused"], true);
-    run_shards(&env, 4).await;
+    let sizes = run_shards(&env, 4).await;
+    // Fragments under 5 MiB (merged into a neighbouring part) and over it (copied).
+    assert!(sizes.iter().any(|s| *s < 5 << 20), "{sizes:?}");
+    assert!(sizes.iter().any(|s| *s > 6 << 20), "{sizes:?}");
     let (status, body) = request(&env, "POST", "/compose").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["archiveName"], planned["archiveName"], "{body}");

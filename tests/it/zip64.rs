@@ -207,3 +207,83 @@ async fn more_than_a_thousand_equal_parts() {
     }
     assert_eq!(entries[5].name, crate::common::MANIFEST);
 }
+
+/// A sharded backup whose composed archive passes 4 GiB: the second fragment's entries
+/// sit past 4 GiB, so the composed central directory carries their offsets in ZIP64
+/// extras (the fragments themselves need none), and the end records are ZIP64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composed_archive_past_4_gib() {
+    if !big_tests_enabled() {
+        return;
+    }
+    const HALF: u64 = (2 << 30) + (64 << 20);
+    let s3 = crate::common::start_s3();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    zeros_object(&s3, "source", "a/zeros.bin", HALF);
+    zeros_object(&s3, "source", "b/zeros.bin", HALF);
+    for shard in ["a", "b"] {
+        for i in 0..3 {
+            s3.put_object(
+                "source",
+                &format!("{shard}/zz-{i}.txt"),
+                format!("{shard}{i}\n").as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    let mut env = backup_env(&s3, "source", "dest");
+    crate::common::unset(&mut env, "PART_SIZE");
+    set(&mut env, "COMPRESSION", "store");
+    let (status, body) = crate::common::request(&env, "POST", "/plan?shards=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["shards"][0]["until"], "a/zz-2.txt", "{body}");
+    for i in 1..=2 {
+        let mut shard = env.clone();
+        set(&mut shard, "SHARD", &format!("{i}/2"));
+        let (status, body) = run_backup(&shard).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = crate::common::request(&env, "POST", "/compose").await;
+    assert_eq!(status, 200, "{body}");
+    let size = body["archiveSize"].as_u64().unwrap();
+    assert!(size > 4 << 30, "{body}");
+    // Nearly every byte was copied by the server.
+    assert!(
+        body["uploadedBytes"].as_u64().unwrap() < size / 100,
+        "{body}"
+    );
+    let path = crate::common::archive_path(&s3, "dest", &body);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    let entries = read_zip_with_python(&path);
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "a/zeros.bin",
+            "a/zz-0.txt",
+            "a/zz-1.txt",
+            "a/zz-2.txt",
+            "b/zeros.bin",
+            // Past 4 GiB in the composed archive: their offsets are ZIP64 extras.
+            "b/zz-0.txt",
+            "b/zz-1.txt",
+            "b/zz-2.txt",
+            crate::common::MANIFEST
+        ]
+    );
+    for e in &entries[..8] {
+        if e.name.ends_with("zeros.bin") {
+            assert_eq!((e.size, e.crc32), (HALF, crc_of_zeros(HALF)), "{}", e.name);
+        } else {
+            let want = format!("{}{}\n", &e.name[..1], &e.name[5..6]);
+            assert_eq!(
+                e.sha256,
+                crate::common::sha256_hex(want.as_bytes()),
+                "{}",
+                e.name
+            );
+        }
+    }
+    all_readers_agree(&path, 9);
+}

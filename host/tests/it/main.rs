@@ -7,6 +7,7 @@ mod bad_input;
 mod deployer;
 mod function;
 mod runner;
+mod shards_cli;
 mod signals;
 mod tls;
 mod verify_cli;
