@@ -72,6 +72,44 @@ pub fn sweep(
     aborted
 }
 
+/// Aborts every multipart upload still open under `prefix` (a composed plan's fragments
+/// folder: its shards are done, so an upload left there is a shard run killed before
+/// its first checkpoint, or one whose fragment is no longer wanted). Returns how many.
+pub fn sweep_all(dst: &S3, prefix: &str) -> usize {
+    let mut aborted = 0;
+    let mut after: Option<(String, String)> = None;
+    for _ in 0..MAX_PAGES {
+        let page = match list_page(dst, prefix, after.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                skipped(&e);
+                return aborted;
+            }
+        };
+        for u in &page.uploads {
+            match dst.call(&ops::abort_multipart_upload(&u.key, &u.upload_id), None) {
+                Ok(_) => {
+                    aborted += 1;
+                    log::warn(
+                        "orphan_aborted",
+                        json!({"archiveName": u.key, "uploadId": u.upload_id}),
+                    );
+                }
+                Err(e) if e.code() == "NoSuchUpload" => {}
+                Err(e) => log::warn(
+                    "orphan_abort_failed",
+                    json!({"archiveName": u.key, "uploadId": u.upload_id, "error": e.to_string()}),
+                ),
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    aborted
+}
+
 fn list_page(
     dst: &S3,
     prefix: &str,

@@ -820,7 +820,9 @@ pub fn compose(config: &Config) -> Result<ComposeReport, Failure> {
     let Some(written) = written else {
         return Err(Failure::new(Kind::Archive, "the archive was not written"));
     };
-    // The archive is complete: the fragments, the plan and the shards' folders go.
+    // The archive is complete: uploads shard runs left open (killed before their first
+    // checkpoint), then the fragments, the plan and the shards' folders go.
+    crate::backup::orphans::sweep_all(&dst, &plan.fragments_dir(&dir));
     let mut doomed = keys.clone();
     doomed.push(Plan::key(&dir));
     let cleanup = checkpoint::delete_all(&dst, &doomed)

@@ -239,7 +239,7 @@ async fn two_runs_started_together_never_write_one_backup() {
 }
 
 /// Opens a multipart upload of `key` in `dest` (one part stored), as a run would have.
-async fn open_upload(s3: &TestS3, key: &str) -> String {
+pub(crate) async fn open_upload(s3: &TestS3, key: &str) -> String {
     let mut c =
         spaces_backup_testkit::client::Client::connect(s3, s3.access_key(), s3.secret_key()).await;
     let path = format!("/dest/{key}");

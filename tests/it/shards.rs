@@ -196,7 +196,7 @@ async fn a_missing_shard_stops_the_compose_and_a_rerun_is_harmless() {
         body["message"].as_str().unwrap().contains("/plan?shards="),
         "{body}"
     );
-    plan(&env, 2).await;
+    let planned = plan(&env, 2).await;
     // Another shard count while this plan is unfinished is refused, naming the way out.
     let (status, body) = request(&env, "POST", "/plan?shards=3").await;
     assert_eq!(status, 409, "{body}");
@@ -224,8 +224,12 @@ async fn a_missing_shard_stops_the_compose_and_a_rerun_is_harmless() {
         let (status, body) = run_backup(&shard_env(&env, i, 2)).await;
         assert_eq!(status, 200, "{body}");
     }
+    // A shard run killed before its first checkpoint left its upload open.
+    let fragment = planned["shards"][1]["fragment"].as_str().unwrap();
+    crate::chain::open_upload(&s3, fragment).await;
     let (status, body) = request(&env, "POST", "/compose").await;
     assert_eq!(status, 200, "{body}");
     check_archive(&s3, &body, &objects);
     assert!(state_keys(&s3).is_empty(), "{:?}", state_keys(&s3));
+    assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
 }
