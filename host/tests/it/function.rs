@@ -451,3 +451,63 @@ fn a_continuing_backup_invokes_the_function_again_until_complete() {
         .count();
     assert_eq!(archives, 1);
 }
+
+/// A sharded backup through the function, as README's `doctl` commands drive it:
+/// `action: plan` with `shards`, `shard: "i/N"` for each shard, then `action: compose`.
+#[test]
+fn the_function_runs_a_sharded_backup_by_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::builder(dir.path().join("s3"))
+        .in_memory()
+        .start()
+        .unwrap();
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..30 {
+        s3.put_object(
+            "source",
+            &format!("k/{i:02}"),
+            format!("object {i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let cwasm = precompiled(dir.path());
+    let env: Vec<(&str, String)> = vec![
+        (
+            "SPACES_BACKUP_BIN",
+            env!("CARGO_BIN_EXE_spaces-backup").into(),
+        ),
+        ("SPACES_BACKUP_COMPONENT", cwasm.to_str().unwrap().into()),
+        ("SOURCE_BUCKET", "source".into()),
+        ("SOURCE_ENDPOINT", s3.endpoint().into()),
+        ("DEST_BUCKET", "dest".into()),
+        ("DEST_ENDPOINT", s3.endpoint().into()),
+        ("SPACES_KEY", s3.access_key().into()),
+        ("SPACES_SECRET", s3.secret_key().into()),
+        ("CONTINUE", "false".into()),
+    ];
+    let (result, stderr) = invoke(&env, json!({"action": "plan", "shards": 3}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["shards"].as_array().unwrap().len(), 3);
+    let (result, _) = invoke(&env, json!({"shard": "4/3"}));
+    assert_eq!(result["statusCode"], 400, "{result}");
+    assert!(
+        result["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SHARD"),
+        "{result}"
+    );
+    let (result, _) = invoke(&env, json!({"action": "compose"}));
+    assert_eq!(result["statusCode"], 404, "a shard is missing: {result}");
+    for i in 1..=3 {
+        let (result, stderr) = invoke(&env, json!({"shard": format!("{i}/3")}));
+        assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    }
+    let (result, stderr) = invoke(&env, json!({"action": "compose"}));
+    assert_eq!(result["statusCode"], 200, "{result}\n{stderr}");
+    assert_eq!(result["body"]["filesBackedUp"], 30, "{result}");
+    assert_eq!(result["body"]["fragments"], 3, "{result}");
+    let (result, _) = invoke(&env, json!({"action": "plan", "shards": 0}));
+    assert_eq!(result["statusCode"], 400, "{result}");
+}
