@@ -154,6 +154,21 @@ async fn shards_compose_into_one_archive_copied_by_the_service() {
     assert_eq!(copied + uploaded, size, "{body}");
     assert!(copied > 14_000_000, "{body}");
     check_archive(&s3, &body, &objects);
+    // The project's own readers take it as any archive: integrity, and verify against
+    // the source.
+    let archive = body["archiveName"].as_str().unwrap();
+    let (status, v) = request(
+        &env,
+        "POST",
+        &format!("/verify?archive={archive}&integrity=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(v["entries"], objects.len() as u64 + 1, "{v}");
+    let (status, v) = request(&env, "POST", &format!("/verify?archive={archive}")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["identical"], true, "{v}");
     // The fragments, the plan and the shards' state are gone; nothing is left open.
     assert!(state_keys(&s3).is_empty(), "{:?}", state_keys(&s3));
     assert_eq!(s3.open_multipart_uploads("dest").unwrap(), 0);
