@@ -81,6 +81,8 @@ pub struct PlanReport {
     /// An existing plan with the same settings and shard count was kept (so shards
     /// already done stay done).
     pub reused: bool,
+    /// What the ranges were weighed from: `listing`, or `the manifest of <archive>`.
+    pub planned_from: String,
     pub shards: Vec<PlannedShard>,
 }
 
@@ -294,6 +296,7 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
         objects: plan.shards.iter().map(|s| s.objects).sum(),
         bytes: plan.shards.iter().map(|s| s.bytes).sum(),
         reused,
+        planned_from: plan.planned_from.clone(),
         shards: plan
             .shards
             .iter()
@@ -345,19 +348,10 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
         );
     }
     remove_stale(config, &dst);
-    let selection = Selection::new(config);
-    let mut planner = Planner::new();
-    let mut lister = Lister::new(&src, &config.include_prefixes);
-    while let Some(page) = lister
-        .next_page()
-        .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
-    {
-        for obj in page {
-            if selection.judge(&obj.key) == Verdict::Take {
-                planner.add(&obj.key, obj.size);
-            }
-        }
-    }
+    let (planner, planned_from) = match planned_from_manifest(config, &dst) {
+        Some(found) => found,
+        None => (planned_from_listing(config, &src)?, "listing".to_string()),
+    };
     let plan = Plan {
         version: PLAN_VERSION,
         archive_name: archive_key(
@@ -367,6 +361,7 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
         ),
         fingerprint: fingerprint(config),
         shards: planner.finish(shards),
+        planned_from,
     };
     let body = serde_json::to_vec_pretty(&plan).unwrap_or_default();
     checkpoint::put(&dst, &key, &body, "application/json")
@@ -378,6 +373,86 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
                "objects": out.objects, "bytes": out.bytes}),
     );
     Ok(out)
+}
+
+/// The selected keys of a listing of the source, weighed.
+fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
+    let selection = Selection::new(config);
+    let mut planner = Planner::new();
+    let mut lister = Lister::new(src, &config.include_prefixes);
+    while let Some(page) = lister
+        .next_page()
+        .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
+    {
+        for obj in page {
+            if selection.judge(&obj.key) == Verdict::Take {
+                planner.add(&obj.key, obj.size);
+            }
+        }
+    }
+    Ok(planner)
+}
+
+/// The keys of this source's newest archive, weighed, from its manifest (a few ranged
+/// GETs instead of a listing of the whole bucket); `None` when there is no archive or
+/// it cannot be read. Objects added or removed since only shift the balance: the ranges
+/// always cover every key.
+fn planned_from_manifest(config: &Config, dst: &S3) -> Option<(Planner, String)> {
+    let prefix = format!("{}/backup-{}-", config.archive_prefix, config.source.bucket);
+    let mut lister = Lister::new(dst, std::slice::from_ref(&prefix));
+    let mut newest: Option<(OffsetDateTime, String)> = None;
+    while let Some(page) = lister.next_page().ok()? {
+        for obj in page {
+            if let Some(t) =
+                crate::naming::archive_time(&obj.key, &config.archive_prefix, &config.source.bucket)
+            {
+                if newest.as_ref().is_none_or(|n| t > n.0) {
+                    newest = Some((t, obj.key));
+                }
+            }
+        }
+    }
+    let (_, key) = newest?;
+    let selection = Selection::new(config);
+    let wanted = |k: &str| {
+        (config.include_prefixes.is_empty()
+            || config
+                .include_prefixes
+                .iter()
+                .any(|p| k.starts_with(p.as_str())))
+            && selection.judge(k) == Verdict::Take
+    };
+    let read = (|| {
+        let zip = RemoteZip::open(dst, &key)?;
+        let manifest = zip
+            .directory(|_| {})?
+            .ok_or_else(|| Failure::new(Kind::Archive, "it has no manifest"))?;
+        zip.read_manifest(&manifest, |lines| {
+            let mut planner = Planner::new();
+            while let Some(line) = lines
+                .next_archived()
+                .map_err(|e| Failure::new(Kind::Archive, e.to_string()))?
+            {
+                if wanted(&line.key) {
+                    planner.add(&line.key, line.size);
+                }
+            }
+            Ok(planner)
+        })
+    })();
+    match read {
+        Ok(planner) => {
+            log::info("plan_from_manifest", json!({"archiveName": key}));
+            Some((planner, format!("the manifest of {key}")))
+        }
+        Err(e) => {
+            log::warn(
+                "plan_from_manifest_failed",
+                json!({"archiveName": key, "message": e.message, "then": "the source is listed"}),
+            );
+            None
+        }
+    }
 }
 
 /// One fragment as the compose step sees it.

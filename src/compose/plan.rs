@@ -45,6 +45,9 @@ pub struct Plan {
     /// The settings the shards must run with ([`crate::backup::checkpoint::fingerprint`]).
     pub fingerprint: String,
     pub shards: Vec<ShardRange>,
+    /// What the ranges were weighed from: `listing`, or `the manifest of <archive>`.
+    #[serde(default)]
+    pub planned_from: String,
 }
 
 pub const PLAN_VERSION: u32 = 1;
@@ -256,6 +259,7 @@ mod tests {
             archive_name: "backups/backup-b-2026-01-01T00-00-00-000Z.zip".into(),
             fingerprint: "f".into(),
             shards,
+            planned_from: "listing".into(),
         }
     }
 

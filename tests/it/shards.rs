@@ -134,6 +134,7 @@ async fn shards_compose_into_one_archive_copied_by_the_service() {
     let objects = seed(&s3);
     let env = backup_env(&s3, "source", "dest");
     let planned = plan(&env, 4).await;
+    assert_eq!(planned["plannedFrom"], "listing", "{planned}");
     assert_eq!(planned["shards"].as_array().unwrap().len(), 4, "{planned}");
     assert_eq!(planned["objects"], objects.len() as u64, "{planned}");
     // Asked again with the same settings, the plan is kept.
@@ -178,6 +179,25 @@ async fn shards_compose_into_one_archive_copied_by_the_service() {
         .filter(|r| r.operation == "UploadPartCopy")
         .count();
     assert!(copies >= 2, "{copies} copies");
+
+    // The next plan weighs the ranges from that archive's manifest, not a listing.
+    let lists_before = listings_of_source(&s3);
+    assert!(lists_before > 0, "the shards listed the source");
+    let next = plan(&env, 2).await;
+    assert_eq!(
+        next["plannedFrom"],
+        format!("the manifest of {}", body["archiveName"].as_str().unwrap()),
+        "{next}"
+    );
+    assert_eq!(next["objects"], objects.len() as u64, "{next}");
+    assert_eq!(listings_of_source(&s3), lists_before);
+}
+
+fn listings_of_source(s3: &TestS3) -> usize {
+    s3.requests()
+        .iter()
+        .filter(|r| r.operation == "ListObjectsV2" && r.path.starts_with("/source"))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
