@@ -135,6 +135,35 @@ impl Config {
         self.part_size.saturating_mul(self.parts_in_flight as u64)
     }
 
+    /// The largest part MAX_MEMORY leaves room for (whole MiB, 5 MiB to 5 GiB), with a
+    /// quarter of it kept for the archive's end (central directory, names, manifest;
+    /// checkpoints take them out of memory): parts grow up to it and no further, so
+    /// memory stops growing with the archive.
+    pub fn part_cap(&self) -> u64 {
+        let fixed = 512 * 1024 + PREFETCH_BYTES + self.max_memory / 4 + 16 * MIB;
+        let room = self.max_memory.saturating_sub(fixed);
+        let budget = self.upload_budget();
+        // memory_needed(p) is 2p + fixed from p = budget up, budget + p + fixed below.
+        let p = if room >= 2 * budget {
+            room / 2
+        } else {
+            room.saturating_sub(budget)
+        };
+        (p / MIB * MIB).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+    }
+
+    /// The size of part `number` (from 1): PART_SIZE as set, or growing from it
+    /// ([`crate::backup::parts::part_size_for`]) up to [`Self::part_cap`].
+    pub fn part_size_of(&self, number: u32) -> u64 {
+        let grown =
+            crate::backup::parts::part_size_for(number, self.part_size, self.part_size_fixed);
+        if self.part_size_fixed {
+            grown
+        } else {
+            grown.min(self.part_cap().max(self.part_size))
+        }
+    }
+
     /// Memory the pipeline needs with parts of `part_size` and `held` bytes kept for the
     /// archive's end: parts in flight, the part filling (with room for one more write),
     /// the prefetch buffers, and a margin for the rest (deflate state, allocator slack).
@@ -755,6 +784,33 @@ mod tests {
         }
         assert!(text.contains("minimum part size"));
         assert!(!text.contains("s3cr3t") && !text.contains("DO00KEY"));
+    }
+
+    #[test]
+    fn parts_stop_growing_where_memory_ends() {
+        let mut pairs = minimal();
+        pairs.push(("MAX_MEMORY", "768MiB"));
+        let c = from_env(&env(&pairs)).unwrap();
+        let cap = c.part_cap();
+        assert_eq!(cap, 271 * MIB);
+        // Memory for parts of the cap, with the quarter kept for the end, fits.
+        assert!(c.memory_needed(cap, c.max_memory / 4) <= c.max_memory);
+        assert_eq!(c.part_size_of(1), 5 * MIB);
+        assert_eq!(c.part_size_of(6_000), 160 * MIB);
+        assert_eq!(c.part_size_of(6_001), cap);
+        assert_eq!(c.part_size_of(10_000), cap);
+        // 10,000 parts so capped hold about 1.47 TB (1 GiB: about 1.82 TB).
+        let total: u64 = (1..=10_000).map(|n| c.part_size_of(n)).sum();
+        assert_eq!(total / MIB, 1_399_000);
+        let c = from_env(&env(&minimal())).unwrap();
+        let total: u64 = (1..=10_000).map(|n| c.part_size_of(n)).sum();
+        assert_eq!(total / MIB, 315_000 + 1_000 * 320 + 3_000 * 367);
+        // A PART_SIZE set is kept as it is.
+        let mut pairs = minimal();
+        pairs.push(("PART_SIZE", "300MiB"));
+        pairs.push(("PARTS_IN_FLIGHT", "1"));
+        let c = from_env(&env(&pairs)).unwrap();
+        assert_eq!(c.part_size_of(9_000), 300 * MIB);
     }
 
     #[test]

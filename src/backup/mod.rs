@@ -42,7 +42,7 @@ use crate::zip::write::ZipWriter;
 use chain::Chain;
 use checkpoint::Checkpoint;
 use list::Lister;
-use parts::{part_size_for, PartBuffer};
+use parts::PartBuffer;
 use pipeline::{Ended, Schedule, Start, Tallies};
 use upload::MultipartUpload;
 
@@ -450,11 +450,7 @@ fn continue_backup<'a>(
     }
     let names = chain.names(cp.seq)?;
     let pending = chain.pending(cp.seq, cp.pending)?;
-    let next = part_size_for(
-        cp.parts.len() as u32 + 1,
-        config.part_size,
-        config.part_size_fixed,
-    );
+    let next = config.part_size_of(cp.parts.len() as u32 + 1);
     let buffer = PartBuffer::resumed(next, cp.stored_bytes(), &pending);
     let writer = ZipWriter::resume(buffer.clone(), config.compression_level, &cp.zip, &names);
     let upload = MultipartUpload::resume(dst, &cp.archive_name, &cp.upload_id, &cp.parts);

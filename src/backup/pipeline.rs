@@ -25,7 +25,7 @@ use crate::backup::chain::{counts_of, Chain};
 use crate::backup::fetch::{md5_of_etag, Download, ObjectMeta};
 use crate::backup::link::{gets_in_flight, Link};
 use crate::backup::list::Lister;
-use crate::backup::parts::{part_size_for, PartBuffer};
+use crate::backup::parts::PartBuffer;
 use crate::backup::upload::{MultipartUpload, PartUpload};
 use crate::config::Config;
 use crate::error::{s3_failure, Failure, Kind, Side};
@@ -643,11 +643,7 @@ impl Pipeline<'_, '_, '_> {
 
     /// The next part's size: fixed, or growing with the part number.
     fn next_part_size(&self) -> u64 {
-        part_size_for(
-            self.upload.started() + 1,
-            self.config.part_size,
-            self.config.part_size_fixed,
-        )
+        self.config.part_size_of(self.upload.started() + 1)
     }
 
     /// Fails cleanly, before the host's cap would stop the component mid-write, when
