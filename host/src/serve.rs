@@ -55,7 +55,7 @@ pub async fn serve(addr: SocketAddr, runner: Runner, env: Vec<(String, String)>)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    eprintln!("spaces-backup: serving HTTP on http://{local}/ (POST /backup, /verify, /restore; GET /health)");
+    eprintln!("spaces-backup: serving HTTP on http://{local}/ (POST /backup, /plan, /compose, /verify, /restore; GET /health)");
     serve_listener(listener, runner, env, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("spaces-backup: shutting down");
@@ -150,8 +150,11 @@ async fn handle_one(
         );
         return response;
     }
-    // Backups and restores write: one at a time.
-    let writes = matches!(req.uri().path(), "/backup" | "/restore");
+    // Backups, restores, plans and composes write: one at a time.
+    let writes = matches!(
+        req.uri().path(),
+        "/backup" | "/restore" | "/plan" | "/compose"
+    );
     let running = if req.method() == http::Method::POST && writes {
         match state.backup.clone().try_lock_owned() {
             Ok(guard) => Some(guard),
