@@ -80,3 +80,53 @@ pub fn to_json(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
+
+/// The archive `body` names holds exactly `objects`, one entry per key in key order with
+/// its bytes, the manifest last, and opens in every independent reader (Python's
+/// `zipfile`, unzip, 7-Zip, bsdtar, Java's `ZipInputStream`). Returns the manifest's
+/// lines, for what a test checks beyond.
+pub fn check_archive(
+    s3: &TestS3,
+    body: &Value,
+    objects: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<Value> {
+    // Read back through the server, whatever keeps its objects, into a file of our own.
+    let data = s3
+        .read_object("dest", body["archiveName"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(body["archiveSize"], data.len() as u64, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.zip");
+    std::fs::write(&path, &data).unwrap();
+    let mut entries = read_zip_with_python(&path);
+    assert_eq!(entries.pop().unwrap().name, MANIFEST);
+    let manifest = read_manifest_with_python(&path);
+    let keys: Vec<&str> = manifest
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        objects.keys().map(String::as_str).collect::<Vec<_>>(),
+        "one manifest line per object, in order"
+    );
+    assert_eq!(entries.len(), objects.len());
+    for (line, e) in manifest.iter().zip(&entries) {
+        assert_eq!(line["entry"], e.name.as_str());
+        let want = &objects[line["key"].as_str().unwrap()];
+        assert_eq!(e.size, want.len() as u64, "{}", e.name);
+        assert_eq!(e.sha256, sha256_hex(want), "{}", e.name);
+    }
+    let path = path.to_str().unwrap();
+    let unzip = tool("unzip", &["-t", path]);
+    assert!(unzip.contains("No errors detected"), "{unzip}");
+    let sevenzip = tool("7z", &["t", path]);
+    assert!(sevenzip.contains("Everything is Ok"), "{sevenzip}");
+    let bsdtar = tool("bsdtar", &["-tvf", path]);
+    if let Some(last) = entries.last() {
+        assert!(bsdtar.contains(&last.name), "{bsdtar}");
+    }
+    let java = read_zip_with_java_stream(std::path::Path::new(path));
+    assert_eq!(java.len(), objects.len() + 1, "Java reads every entry");
+    manifest
+}

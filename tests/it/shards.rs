@@ -4,19 +4,15 @@
 //! service (UploadPartCopy) or, where it refuses, downloaded and uploaded again.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{
-    backup_env, read_manifest_with_python, read_zip_with_java_stream, read_zip_with_python,
-    request, run_backup, set, sha256_hex, tool, TestS3, MANIFEST,
-};
+use crate::common::{backup_env, request, run_backup, set, TestS3};
 
 const STATE: &str = "backups/.spaces-backup/source/";
 
 /// Bytes that do not deflate.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -82,7 +78,7 @@ async fn run_shards(env: &[(String, String)], n: u32) -> Vec<u64> {
     sizes
 }
 
-fn state_keys(s3: &TestS3) -> Vec<String> {
+pub(crate) fn state_keys(s3: &TestS3) -> Vec<String> {
     s3.object_keys("dest")
         .unwrap()
         .into_iter()
@@ -90,42 +86,12 @@ fn state_keys(s3: &TestS3) -> Vec<String> {
         .collect()
 }
 
-/// The composed archive holds exactly `objects`, in key order, and opens in every
-/// reader; the manifest names the twin's second copy `twin~2.txt`.
-fn check_archive(s3: &TestS3, body: &Value, objects: &BTreeMap<String, Vec<u8>>) {
-    let data = s3
-        .read_object("dest", body["archiveName"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(body["archiveSize"], data.len() as u64, "{body}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("archive.zip");
-    std::fs::write(&path, &data).unwrap();
-    let mut entries = read_zip_with_python(&path);
-    assert_eq!(entries.pop().unwrap().name, MANIFEST);
-    let manifest = read_manifest_with_python(&path);
-    let keys: Vec<&str> = manifest
-        .iter()
-        .map(|l| l["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, objects.keys().map(String::as_str).collect::<Vec<_>>());
+/// The composed archive holds exactly `objects` and opens in every reader; the
+/// manifest names the twin's second copy `twin~2.txt`.
+pub(crate) fn check_archive(s3: &TestS3, body: &Value, objects: &BTreeMap<String, Vec<u8>>) {
+    let manifest = crate::common::check_archive(s3, body, objects);
     assert_eq!(manifest[0]["entry"], "twin.txt");
     assert_eq!(manifest.last().unwrap()["entry"], "twin~2.txt");
-    assert_eq!(entries.len(), objects.len());
-    for (line, e) in manifest.iter().zip(&entries) {
-        assert_eq!(line["entry"], e.name.as_str());
-        let want = &objects[line["key"].as_str().unwrap()];
-        assert_eq!(e.size, want.len() as u64, "{}", e.name);
-        assert_eq!(e.sha256, sha256_hex(want), "{}", e.name);
-    }
-    let path = path.to_str().unwrap();
-    let unzip = tool("unzip", &["-t", path]);
-    assert!(unzip.contains("No errors detected"), "{unzip}");
-    let sevenzip = tool("7z", &["t", path]);
-    assert!(sevenzip.contains("Everything is Ok"), "{sevenzip}");
-    let bsdtar = tool("bsdtar", &["-tvf", path]);
-    assert!(bsdtar.contains("twin~2.txt"), "{bsdtar}");
-    let java = read_zip_with_java_stream(Path::new(path));
-    assert_eq!(java.len(), objects.len() + 1, "Java reads every entry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
