@@ -27,6 +27,8 @@ pub const MAX_CONCURRENCY: usize = 64;
 /// DigitalOcean Spaces takes at most 10 concurrent PUT/COPY requests to one object: the
 /// archive's parts in flight stay at or under that unless PARTS_IN_FLIGHT says otherwise.
 pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 10;
+/// S3's (and Spaces') limit on the parts of one multipart upload.
+pub const MAX_UPLOAD_PARTS: u32 = crate::backup::parts::MAX_PARTS;
 pub const DEFAULT_REGION: &str = "nyc3";
 /// A long run saves a checkpoint this often, so a run killed without warning loses at
 /// most these minutes of work.
@@ -111,6 +113,10 @@ pub struct Config {
     /// The shard's work, read from the plan when the run begins (never from the
     /// environment).
     pub shard_work: Option<ShardWork>,
+    /// The most parts one multipart upload of the destination may have (MAX_PARTS:
+    /// 10,000 on S3 and Spaces; some services are set lower). A backup that would need
+    /// more is written as fragments and composed.
+    pub max_parts: u32,
 }
 
 /// Which shard of how many, from 1.
@@ -162,6 +168,12 @@ impl Config {
         } else {
             grown.min(self.part_cap().max(self.part_size))
         }
+    }
+
+    /// The largest archive one upload holds: MAX_PARTS parts of the sizes
+    /// [`Self::part_size_of`] gives.
+    pub fn upload_capacity(&self) -> u64 {
+        (1..=self.max_parts).map(|n| self.part_size_of(n)).sum()
     }
 
     /// Memory the pipeline needs with parts of `part_size` and `held` bytes kept for the
@@ -335,6 +347,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         shards: r.parse("SHARDS", None, parse_shards),
         shard: None,
         shard_work: None,
+        max_parts: r.parse("MAX_PARTS", MAX_UPLOAD_PARTS, parse_max_parts),
     };
     let mut config = config;
     // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.
@@ -524,6 +537,15 @@ fn shard_index(r: &mut Reader<'_>, shards: Option<u32>) -> Option<ShardIndex> {
             );
             None
         }
+    }
+}
+
+fn parse_max_parts(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if (2..=MAX_UPLOAD_PARTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{v}' is not a number of parts from 2 to {MAX_UPLOAD_PARTS}"
+        )),
     }
 }
 
@@ -811,6 +833,27 @@ mod tests {
         pairs.push(("PARTS_IN_FLIGHT", "1"));
         let c = from_env(&env(&pairs)).unwrap();
         assert_eq!(c.part_size_of(9_000), 300 * MIB);
+    }
+
+    #[test]
+    fn an_upload_holds_max_parts_parts() {
+        let c = from_env(&env(&minimal())).unwrap();
+        assert_eq!(c.max_parts, 10_000);
+        assert_eq!(
+            c.upload_capacity() / MIB,
+            315_000 + 1_000 * 320 + 3_000 * 367
+        );
+        let mut pairs = minimal();
+        pairs.push(("MAX_PARTS", "6"));
+        pairs.push(("PART_SIZE", "5MiB"));
+        let c = from_env(&env(&pairs)).unwrap();
+        assert_eq!(c.upload_capacity(), 30 * MIB);
+        for bad in ["1", "10001", "many"] {
+            let mut pairs = minimal();
+            pairs.push(("MAX_PARTS", bad));
+            let text = from_env(&env(&pairs)).unwrap_err().to_string();
+            assert!(text.contains("MAX_PARTS"), "{bad}: {text}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Stage 1: ListObjectsV2, page by page, following continuation tokens.
 
+use std::collections::VecDeque;
+
 use crate::io::http::{InFlight, Pollable, Response, TransportError};
 use crate::model::ListedObject;
 use crate::s3::sigv4::EMPTY_SHA256;
@@ -37,6 +39,8 @@ pub struct Lister<'a> {
     until: Option<String>,
     done: bool,
     ahead: Option<InFlight>,
+    /// Pages already listed (while the backup was weighed), given out before any other.
+    queued: VecDeque<Vec<ListedObject>>,
 }
 
 impl<'a> Lister<'a> {
@@ -56,7 +60,15 @@ impl<'a> Lister<'a> {
             until: None,
             done: false,
             ahead: None,
+            queued: VecDeque::new(),
         }
+    }
+
+    /// Gives out `pages` (listed before, in order, up to where this listing starts)
+    /// before it lists any more.
+    pub fn with_pages(mut self, pages: Vec<Vec<ListedObject>>) -> Self {
+        self.queued = pages.into();
+        self
     }
 
     /// Lists only the keys after `key`: prefixes whose keys all sort before it are
@@ -78,7 +90,7 @@ impl<'a> Lister<'a> {
     }
 
     pub fn is_done(&self) -> bool {
-        self.done
+        self.done && self.queued.is_empty()
     }
 
     fn op(&self) -> Op<'static> {
@@ -95,7 +107,7 @@ impl<'a> Lister<'a> {
     /// Starts fetching the next page without waiting for it. A failure here is not
     /// final: `next_page` then fetches the page again, with retries.
     pub fn prefetch(&mut self) {
-        if !self.done && self.ahead.is_none() {
+        if !self.done && self.ahead.is_none() && self.queued.is_empty() {
             self.ahead = self.s3.start(&self.op(), None, EMPTY_SHA256).ok();
         }
     }
@@ -110,6 +122,9 @@ impl<'a> Lister<'a> {
     /// The prefetched page if it has arrived; `Ok(None)` while it is on its way (or none
     /// was started).
     pub fn poll(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        if let Some(page) = self.queued.pop_front() {
+            return Ok(Some(page));
+        }
         let Some(f) = self.ahead.as_mut() else {
             return Ok(None);
         };
@@ -127,6 +142,9 @@ impl<'a> Lister<'a> {
 
     /// Fetches the next page and waits for it (with retries).
     pub fn next_page(&mut self) -> Result<Option<Vec<ListedObject>>, S3Error> {
+        if let Some(page) = self.queued.pop_front() {
+            return Ok(Some(page));
+        }
         if self.done {
             return Ok(None);
         }

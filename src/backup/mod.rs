@@ -54,6 +54,8 @@ pub enum Outcome {
     /// The run stopped at its deadline; the next run continues the same archive.
     Continuing(BackupReport),
     DryRun(DryRunReport),
+    /// A backup too big for one upload, its fragments composed into the archive.
+    Composed(crate::compose::ComposeReport),
 }
 
 impl Outcome {
@@ -102,6 +104,7 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     let started = OffsetDateTime::now_utc();
     let clock = Instant::now();
     let started_nanos = http::now_nanos();
+    let started_ms = chain::now_ms();
     let retries = Rc::new(Cell::new(0));
     let (src, dst) = clients(config, &retries);
     // A shard's range, fragment and chain come from the stored plan.
@@ -126,6 +129,12 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     // (a wrong key or a missing bucket is named as such), then a checkpoint is looked for.
     let mut lister = listing(config, &src);
     let first = first_page(config, &mut lister, &dst)?;
+    // A whole backup planned as fragments (too big for one upload) goes on with them.
+    if config.shard.is_none() {
+        if let Some(plan) = crate::compose::sequence::stored(config, &dst)? {
+            return crate::compose::sequence::run(config, &dst, &plan, started_ms);
+        }
+    }
     let mut chain = Chain::new(
         &dst,
         &config.dest,
@@ -133,7 +142,34 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
         checkpoint::fingerprint(config),
         config.checkpoint_seconds,
     );
-    let begun = found_checkpoint(config, &dst, &mut chain).and_then(|found| match &found {
+    let found = found_checkpoint(config, &dst, &mut chain);
+    // A new whole backup is weighed first: one too big for one upload is planned as
+    // fragments.
+    if let (Ok(None), None) = (&found, &config.shard_work) {
+        use crate::compose::sequence::{self, Weighed};
+        let stop_at = stop_after(config.max_run_seconds, config.deadline_ms, chain::now_ms())
+            .map(|s| started_nanos.saturating_add((s * 1e9) as u64));
+        match sequence::weigh(config, &src, &dst, &first, &mut lister, stop_at) {
+            Ok(Weighed::Fits) => {}
+            Ok(Weighed::TooBig {
+                planner,
+                planned_from,
+                fragments,
+            }) => {
+                chain.release();
+                return sequence::begin(config, &dst, planner, planned_from, fragments, started_ms);
+            }
+            Ok(Weighed::Unfinished { objects, bytes }) => {
+                chain.release();
+                return Ok(sequence::weighing(config, objects, bytes));
+            }
+            Err(e) => {
+                chain.release();
+                return Err(e);
+            }
+        }
+    }
+    let begun = found.and_then(|found| match &found {
         Some(cp) => match continue_backup(config, &src, &dst, &mut chain, cp, &retries) {
             // Damaged, or its upload gone: abandoned when asked, and a new archive begins.
             Err(e) if e.kind == Kind::Checkpoint && config.discard_checkpoint => {
@@ -380,15 +416,17 @@ fn begin_backup<'a>(
         None => archive_key(&config.archive_prefix, &config.source.bucket, started),
     };
     let config = plan_equal_parts(config, src)?.unwrap_or_else(|| config.clone());
-    let upload = MultipartUpload::create(dst, &key, "application/zip").map_err(|e| {
-        s3_failure(
-            Side::Destination,
-            &config.dest,
-            "creating the multipart upload",
-            Some(&key),
-            &e,
-        )
-    })?;
+    let upload = MultipartUpload::create(dst, &key, "application/zip")
+        .map_err(|e| {
+            s3_failure(
+                Side::Destination,
+                &config.dest,
+                "creating the multipart upload",
+                Some(&key),
+                &e,
+            )
+        })?
+        .limited_to(config.max_parts);
     chain.archive_name = key;
     chain.upload_id = upload.upload_id().to_string();
     chain.part_size = config.part_size;
@@ -453,7 +491,8 @@ fn continue_backup<'a>(
     let next = config.part_size_of(cp.parts.len() as u32 + 1);
     let buffer = PartBuffer::resumed(next, cp.stored_bytes(), &pending);
     let writer = ZipWriter::resume(buffer.clone(), config.compression_level, &cp.zip, &names);
-    let upload = MultipartUpload::resume(dst, &cp.archive_name, &cp.upload_id, &cp.parts);
+    let upload = MultipartUpload::resume(dst, &cp.archive_name, &cp.upload_id, &cp.parts)
+        .limited_to(config.max_parts);
     retries.set(cp.counts.retries);
     let c = &cp.counts;
     let tallies = Tallies {
@@ -516,6 +555,13 @@ fn first_page(
         .next_page()
         .map_err(|e| s3_failure(Side::Source, &config.source, "listing objects", None, &e))?
         .unwrap_or_default();
+    check_destination(config, dst)?;
+    Ok(first)
+}
+
+/// The destination bucket is there and this key may use it (HeadBucket), named as the
+/// destination when it is not.
+pub(crate) fn check_destination(config: &Config, dst: &S3) -> Result<(), Failure> {
     upload::check_bucket(dst).map_err(|e| {
         s3_failure(
             Side::Destination,
@@ -524,8 +570,7 @@ fn first_page(
             None,
             &e,
         )
-    })?;
-    Ok(first)
+    })
 }
 
 /// With equal parts (Cloudflare R2) and no PART_SIZE, parts cannot grow: one listing

@@ -23,6 +23,8 @@ pub struct MultipartUpload<'a> {
     /// A Complete's outcome could not be settled: the object may still appear, so the
     /// upload must not be aborted.
     unsettled: bool,
+    /// The service's limit on parts (MAX_PARTS).
+    max_parts: u32,
 }
 
 /// How long a CompleteMultipartUpload may take to answer, and between the bytes of its
@@ -191,6 +193,7 @@ impl<'a> MultipartUpload<'a> {
             started: 0,
             bytes: 0,
             unsettled: false,
+            max_parts: MAX_PARTS,
         })
     }
 
@@ -206,7 +209,14 @@ impl<'a> MultipartUpload<'a> {
             started: parts.len() as u32,
             bytes: parts.iter().map(|p| p.size).sum(),
             unsettled: false,
+            max_parts: MAX_PARTS,
         }
+    }
+
+    /// With the destination's limit on parts (MAX_PARTS) instead of S3's 10,000.
+    pub fn limited_to(mut self, max_parts: u32) -> Self {
+        self.max_parts = max_parts.min(MAX_PARTS);
+        self
     }
 
     /// The stored parts, in order, for a checkpoint.
@@ -262,9 +272,14 @@ impl<'a> MultipartUpload<'a> {
 
     fn start(&mut self, mut part: PartUpload) -> Result<PartUpload, S3Error> {
         let number = self.started + 1;
-        if number > MAX_PARTS {
+        if number > self.max_parts {
+            // A backup planned as one upload that outgrew it (the bucket grew well past
+            // the estimate the run began with).
             return Err(S3Error::Protocol(format!(
-                "the archive needs more than {MAX_PARTS} parts; raise PART_SIZE"
+                "the archive needs more than {} parts (MAX_PARTS): the bucket outgrew the estimate \
+                 this backup began with (its last archive, or a listing), past what one upload \
+                 holds; split it over shards (SHARDS, `spaces-backup run --shards N`)",
+                self.max_parts
             )));
         }
         part.number = number;

@@ -28,11 +28,13 @@ pub enum Action {
 }
 
 /// The size of the copied parts of `total` bytes of ranges: 64 MiB (few requests, each
-/// well within one copy's time), more when 9,000 of those would not hold it all, in
-/// whole MiB.
-pub fn copy_part_size(total: u64) -> u64 {
+/// well within one copy's time), more when nine tenths of the `max_parts` the upload may
+/// have would not hold it all (the rest is for the fragments' ends, which make parts of
+/// their own), in whole MiB, at most S3's 5 GiB.
+pub fn copy_part_size(total: u64, max_parts: u32) -> u64 {
     const MIB: u64 = 1024 * 1024;
-    (total.div_ceil(9_000).div_ceil(MIB) * MIB).max(64 * MIB)
+    let parts = (u64::from(max_parts) * 9 / 10).max(1);
+    (total.div_ceil(parts).div_ceil(MIB) * MIB).clamp(64 * MIB, 5 * 1024 * MIB)
 }
 
 /// The actions for `pieces`. The part buffer cuts a part by itself whenever it holds
@@ -234,9 +236,13 @@ mod tests {
 
     #[test]
     fn copy_parts_grow_with_the_archive() {
-        assert_eq!(copy_part_size(10 << 30), 64 * MIB);
+        assert_eq!(copy_part_size(10 << 30, 10_000), 64 * MIB);
         let five_tb = 5_000_000_000_000u64;
-        let p = copy_part_size(five_tb);
+        let p = copy_part_size(five_tb, 10_000);
         assert!(five_tb.div_ceil(p) <= 9_000 && p.is_multiple_of(MIB));
+        // A service with fewer parts gets bigger copies, up to S3's largest part.
+        let p = copy_part_size(five_tb, 2_000);
+        assert!(five_tb.div_ceil(p) <= 1_800);
+        assert_eq!(copy_part_size(u64::MAX / 2, 2), 5 * 1024 * MIB);
     }
 }

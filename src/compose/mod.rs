@@ -16,6 +16,7 @@
 
 pub mod layout;
 pub mod plan;
+pub mod sequence;
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -32,7 +33,7 @@ use crate::backup::chain::Chain;
 use crate::backup::checkpoint::{self, fingerprint, state_dir};
 use crate::backup::list::Lister;
 use crate::backup::parts::{self, Part, PartBuffer};
-use crate::backup::upload::{self, CopySource, MultipartUpload, PartUpload};
+use crate::backup::upload::{CopySource, MultipartUpload, PartUpload};
 use crate::config::{Config, ShardIndex, ShardWork};
 use crate::error::{s3_failure, Failure, Kind, Side};
 use crate::io::{http, log};
@@ -198,6 +199,22 @@ fn delete_under(config: &Config, dst: &S3, prefix: &str) -> Result<(), Failure> 
     Ok(())
 }
 
+/// Abandons `plan` (DISCARD_CHECKPOINT): the uploads its shards left open are aborted,
+/// then its fragments, its shards' checkpoints and the plan itself are deleted.
+pub(crate) fn abandon_plan(
+    config: &Config,
+    dst: &S3,
+    plan: &Plan,
+    dir: &str,
+) -> Result<(), Failure> {
+    crate::backup::orphans::sweep_all(dst, &plan.fragments_dir(dir));
+    delete_under(config, dst, &plan.fragments_dir(dir))?;
+    delete_under(config, dst, &format!("{dir}shards/{}/", plan.stem()))?;
+    let key = Plan::key(dir);
+    checkpoint::delete_all(dst, std::slice::from_ref(&key))
+        .map_err(|e| dst_failure(config, "removing an abandoned plan", &key, &e))
+}
+
 /// Fragments and shard state older than this, of no stored plan, are stale.
 const STALE_AFTER: time::Duration = time::Duration::days(1);
 
@@ -272,15 +289,7 @@ pub fn remove_stale(config: &Config, dst: &S3) -> usize {
 pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
     let retries = Rc::new(Cell::new(0));
     let (src, dst) = clients(config, &retries);
-    upload::check_bucket(&dst).map_err(|e| {
-        s3_failure(
-            Side::Destination,
-            &config.dest,
-            "checking the bucket",
-            None,
-            &e,
-        )
-    })?;
+    crate::backup::check_destination(config, &dst)?;
     let dir = state_dir(&config.archive_prefix, &config.source.bucket);
     let key = Plan::key(&dir);
     let report = |plan: &Plan, reused: bool| PlanReport {
@@ -340,7 +349,7 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
                 ),
             ));
         }
-        delete_under(config, &dst, &old.fragments_dir(&dir))?;
+        abandon_plan(config, &dst, &old, &dir)?;
         log::warn(
             "plan_discarded",
             json!({"planKey": key, "archiveName": old.archive_name,
@@ -352,6 +361,27 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
         Some(found) => found,
         None => (planned_from_listing(config, &src)?, "listing".to_string()),
     };
+    let plan = store_plan(config, &dst, planner, planned_from, shards, false)?;
+    let out = report(&plan, false);
+    log::info(
+        "plan_stored",
+        json!({"planKey": key, "archiveName": plan.archive_name, "shards": shards,
+               "objects": out.objects, "bytes": out.bytes}),
+    );
+    Ok(out)
+}
+
+/// Stores a new plan of `shards` ranges, weighed by `planner`, for the archive named now.
+pub(crate) fn store_plan(
+    config: &Config,
+    dst: &S3,
+    planner: Planner,
+    planned_from: String,
+    shards: u32,
+    sequential: bool,
+) -> Result<Plan, Failure> {
+    let dir = state_dir(&config.archive_prefix, &config.source.bucket);
+    let key = Plan::key(&dir);
     let plan = Plan {
         version: PLAN_VERSION,
         archive_name: archive_key(
@@ -362,21 +392,16 @@ pub fn make_plan(config: &Config, shards: u32) -> Result<PlanReport, Failure> {
         fingerprint: fingerprint(config),
         shards: planner.finish(shards),
         planned_from,
+        sequential,
     };
     let body = serde_json::to_vec_pretty(&plan).unwrap_or_default();
-    checkpoint::put(&dst, &key, &body, "application/json")
+    checkpoint::put(dst, &key, &body, "application/json")
         .map_err(|e| dst_failure(config, "storing the shard plan", &key, &e))?;
-    let out = report(&plan, false);
-    log::info(
-        "plan_stored",
-        json!({"planKey": key, "archiveName": plan.archive_name, "shards": shards,
-               "objects": out.objects, "bytes": out.bytes}),
-    );
-    Ok(out)
+    Ok(plan)
 }
 
 /// The selected keys of a listing of the source, weighed.
-fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
+pub(crate) fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
     let selection = Selection::new(config);
     let mut planner = Planner::new();
     let mut lister = Lister::new(src, &config.include_prefixes);
@@ -393,26 +418,41 @@ fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
     Ok(planner)
 }
 
-/// The keys of this source's newest archive, weighed, from its manifest (a few ranged
-/// GETs instead of a listing of the whole bucket); `None` when there is no archive or
-/// it cannot be read. Objects added or removed since only shift the balance: the ranges
-/// always cover every key.
-fn planned_from_manifest(config: &Config, dst: &S3) -> Option<(Planner, String)> {
+/// This source's newest archive under ARCHIVE_PREFIX: its key and size.
+pub(crate) fn newest_archive(config: &Config, dst: &S3) -> Option<(String, u64)> {
     let prefix = format!("{}/backup-{}-", config.archive_prefix, config.source.bucket);
     let mut lister = Lister::new(dst, std::slice::from_ref(&prefix));
-    let mut newest: Option<(OffsetDateTime, String)> = None;
+    let mut newest: Option<(OffsetDateTime, String, u64)> = None;
     while let Some(page) = lister.next_page().ok()? {
         for obj in page {
             if let Some(t) =
                 crate::naming::archive_time(&obj.key, &config.archive_prefix, &config.source.bucket)
             {
                 if newest.as_ref().is_none_or(|n| t > n.0) {
-                    newest = Some((t, obj.key));
+                    newest = Some((t, obj.key, obj.size));
                 }
             }
         }
     }
-    let (_, key) = newest?;
+    newest.map(|(_, key, size)| (key, size))
+}
+
+/// The keys of this source's newest archive, weighed, from its manifest (a few ranged
+/// GETs instead of a listing of the whole bucket); `None` when there is no archive or
+/// it cannot be read. Objects added or removed since only shift the balance: the ranges
+/// always cover every key.
+fn planned_from_manifest(config: &Config, dst: &S3) -> Option<(Planner, String)> {
+    let (key, _) = newest_archive(config, dst)?;
+    weighed_from_manifest(config, dst, &key)
+}
+
+/// The selected keys of archive `key`'s manifest, weighed.
+pub(crate) fn weighed_from_manifest(
+    config: &Config,
+    dst: &S3,
+    key: &str,
+) -> Option<(Planner, String)> {
+    let key = key.to_string();
     let selection = Selection::new(config);
     let wanted = |k: &str| {
         (config.include_prefixes.is_empty()
@@ -834,7 +874,7 @@ pub fn compose(config: &Config) -> Result<ComposeReport, Failure> {
     });
     let copy_part = copy_note
         .is_none()
-        .then(|| layout::copy_part_size(data_len));
+        .then(|| layout::copy_part_size(data_len, config.max_parts));
     let actions = layout::plan(pieces, buffer_part, copy_part);
 
     // The upload, claimed in the source's state folder (as a whole backup's is), so no
@@ -848,7 +888,7 @@ pub fn compose(config: &Config) -> Result<ComposeReport, Failure> {
     );
     chain.take_lease()?;
     let upload = match MultipartUpload::create(&dst, &plan.archive_name, "application/zip") {
-        Ok(u) => u,
+        Ok(u) => u.limited_to(config.max_parts),
         Err(e) => {
             chain.release();
             return Err(dst_failure(

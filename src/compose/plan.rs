@@ -48,6 +48,10 @@ pub struct Plan {
     /// What the ranges were weighed from: `listing`, or `the manifest of <archive>`.
     #[serde(default)]
     pub planned_from: String,
+    /// Made by a backup too big for one upload, whose runs write the fragments one
+    /// after another ([`crate::compose::sequence`]) rather than by shard runs.
+    #[serde(default)]
+    pub sequential: bool,
 }
 
 pub const PLAN_VERSION: u32 = 1;
@@ -124,6 +128,8 @@ impl Plan {
 /// Builds the shard ranges from one pass over the listing, in key order, holding at
 /// most [`MAX_CANDIDATES`] keys: a key is a candidate boundary every `step` bytes of
 /// weight; when the candidates are full, every other one is dropped and `step` doubles.
+/// It is kept between runs while a big bucket is weighed (`weigh.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Planner {
     /// (key, weight of the keys up to and including it, objects up to it).
     candidates: Vec<(String, u64, u64)>,
@@ -177,6 +183,20 @@ impl Planner {
         } else {
             self.last = Some((key.to_string(), self.weight, self.objects));
         }
+    }
+
+    /// The weight of every object added: its bytes, and [`ENTRY_WEIGHT`] each for its
+    /// headers, directory record and manifest line.
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    pub fn objects(&self) -> u64 {
+        self.objects
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// `n` ranges of about equal weight, in key order. Fewer objects than shards leave
@@ -260,6 +280,7 @@ mod tests {
             fingerprint: "f".into(),
             shards,
             planned_from: "listing".into(),
+            sequential: false,
         }
     }
 

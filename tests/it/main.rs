@@ -9,6 +9,7 @@ mod chain;
 mod complete;
 mod faults;
 mod filters;
+mod fragments;
 mod host_security;
 mod host_smoke;
 mod keys;
