@@ -23,6 +23,7 @@ use crate::s3::retry::Retry;
 use crate::s3::sigv4::{hex, EMPTY_SHA256};
 use crate::s3::{check_status, Op, S3Error, S3};
 use crate::select::Tally;
+use crate::zip::manifest::ObjectHeaders;
 use md5::{Digest, Md5};
 use serde_json::json;
 
@@ -43,6 +44,7 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`), names without the prefix, in the order received.
     pub metadata: Vec<(String, String)>,
+    pub headers: ObjectHeaders,
 }
 
 impl ObjectMeta {
@@ -50,6 +52,7 @@ impl ObjectMeta {
         let mut meta = ObjectMeta {
             content_type: resp.header("content-type"),
             metadata: Vec::new(),
+            headers: ObjectHeaders::from_response(|name| resp.header(name)),
         };
         for (name, value) in &resp.headers {
             let lower = name.to_ascii_lowercase();

@@ -56,7 +56,8 @@ enum Splitting {
     /// The next range starts at `next`.
     Going {
         obj: ListedObject,
-        meta: ObjectMeta,
+        // Boxed: the headers make it much the biggest variant.
+        meta: Box<ObjectMeta>,
         next: u64,
     },
 }
@@ -463,7 +464,7 @@ impl Pipeline<'_, '_, '_> {
                 Splitting::Going { obj, meta, next } => {
                     let start = *next;
                     let end = start.saturating_add(next_len).min(obj.size);
-                    let d = Download::range(self.src, obj.clone(), meta.clone(), start, end)
+                    let d = Download::range(self.src, obj.clone(), (**meta).clone(), start, end)
                         .map_err(|e| {
                             s3_failure(
                                 Side::Source,
@@ -571,7 +572,7 @@ impl Pipeline<'_, '_, '_> {
         } else {
             Splitting::Going {
                 obj: d.obj.clone(),
-                meta: d.meta.clone(),
+                meta: Box::new(d.meta.clone()),
                 next: d.end(),
             }
         };

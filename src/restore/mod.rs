@@ -57,6 +57,7 @@ fn object_headers(line: &ManifestLine) -> Vec<(String, String)> {
     for (k, v) in line.metadata.as_deref().unwrap_or_default() {
         headers.push((format!("x-amz-meta-{k}"), v.clone()));
     }
+    headers.extend(line.headers.to_set_again());
     headers
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - `missing`: in the archive, no longer in the source;
 //! - `changed`: in both, with another size or ETag (with `deep`, other content: the
-//!   source object's CRC-32 differs from the archived one);
+//!   source object's CRC-32 differs from the archived one; or other standard headers,
+//!   Cache-Control, Content-Encoding and the rest a restore sets again);
 //! - `new`: in the source, not in the archive (added since, or skipped then).
 //!
 //! [`integrity`] checks the archive alone.
@@ -23,7 +24,7 @@ use crate::model::{Difference, ListedObject, VerifyReport};
 use crate::s3::ops::{self, Range};
 use crate::s3::{S3Error, S3};
 use crate::select::{Selection, Verdict};
-use crate::zip::manifest::{ManifestLine, ManifestReader, MANIFEST_NAME};
+use crate::zip::manifest::{ManifestLine, ManifestReader, ObjectHeaders, MANIFEST_NAME};
 use crate::zip::remote::RemoteZip;
 
 /// Differences named in the answer; all are counted.
@@ -52,15 +53,16 @@ impl Source<'_> {
     }
 }
 
-/// CRC-32 of the source object's bytes, for `deep`.
-fn source_crc(src: &S3, key: &str) -> Result<u32, S3Error> {
+/// CRC-32 of the source object's bytes, and its headers, for `deep`.
+fn source_crc(src: &S3, key: &str) -> Result<(u32, ObjectHeaders), S3Error> {
     let mut resp = src.call(&ops::get_object(key, Range::All, None), None)?;
+    let headers = ObjectHeaders::from_response(|name| resp.header(name));
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = resp.read(&mut buf).map_err(S3Error::from_io)?;
         if n == 0 {
-            return Ok(crc.finalize());
+            return Ok((crc.finalize(), headers));
         }
         crc.update(&buf[..n]);
     }
@@ -118,9 +120,17 @@ fn difference(
     if !deep {
         return Ok(None);
     }
-    let crc = format!("{:08x}", source_crc(src, &now.key)?);
+    let (crc, headers) = source_crc(src, &now.key)?;
+    let crc = format!("{crc:08x}");
     let was = archived.crc32.as_deref().unwrap_or_default();
-    Ok((crc != was).then(|| format!("content (CRC-32 {was} in the archive, {crc} now)")))
+    if crc != was {
+        return Ok(Some(format!(
+            "content (CRC-32 {was} in the archive, {crc} now)"
+        )));
+    }
+    // What a restore would set again differs: the object is served otherwise now.
+    let changed = archived.headers.differences(&headers);
+    Ok((!changed.is_empty()).then(|| format!("headers: {}", changed.join("; "))))
 }
 
 /// The manifest's lines and the source's listing, both in key order, merged: every key

@@ -37,12 +37,112 @@ pub struct ManifestLine<'a> {
         with = "metadata_map"
     )]
     pub metadata: Option<Cow<'a, [(String, String)]>>,
+    /// Its standard headers beyond Content-Type, and its storage class.
+    #[serde(default, skip_serializing_if = "no_headers")]
+    pub headers: Cow<'a, ObjectHeaders>,
     /// CRC-32 of the object's bytes, 8 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc32: Option<String>,
     /// Why the object is not in the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Cow<'a, str>>,
+}
+
+// serde hands `skip_serializing_if` a reference to the field, a `Cow`.
+#[allow(clippy::ptr_arg)]
+fn no_headers(h: &Cow<'_, ObjectHeaders>) -> bool {
+    h.is_empty()
+}
+
+/// The standard headers GetObject returns and PutObject accepts beyond Content-Type and
+/// user metadata, as the object had them (a site served from a bucket depends on them:
+/// gzip-encoded assets, cache lifetimes, download names), and its storage class.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectHeaders {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// As the object gave it (an HTTP date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_redirect_location: Option<String>,
+    /// Recorded only: a restore leaves the class to the target's default (a class
+    /// such as GLACIER, or one another service lacks, would refuse or cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+impl ObjectHeaders {
+    /// The headers PutObject takes again, by their HTTP names.
+    const SET_AGAIN: [&'static str; 6] = [
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "expires",
+        "x-amz-website-redirect-location",
+    ];
+
+    fn fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.cache_control,
+            &self.content_disposition,
+            &self.content_encoding,
+            &self.content_language,
+            &self.expires,
+            &self.website_redirect_location,
+            &self.storage_class,
+        ]
+    }
+
+    /// From a GetObject answer's headers (`header` gives a header's value by name).
+    pub fn from_response(header: impl Fn(&str) -> Option<String>) -> Self {
+        let [cache_control, content_disposition, content_encoding, content_language, expires, website_redirect_location] =
+            Self::SET_AGAIN.map(&header);
+        Self {
+            cache_control,
+            content_disposition,
+            content_encoding,
+            content_language,
+            expires,
+            website_redirect_location,
+            storage_class: header("x-amz-storage-class"),
+        }
+    }
+
+    /// The headers a restore sends with PutObject or CreateMultipartUpload.
+    pub fn to_set_again(&self) -> Vec<(String, String)> {
+        Self::SET_AGAIN
+            .iter()
+            .zip(self.fields())
+            .filter_map(|(name, value)| Some((name.to_string(), value.clone()?)))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields().iter().all(|v| v.is_none())
+    }
+
+    /// How the headers a restore sets differ from `now`'s, one phrase each (`none` for
+    /// a header not set); empty when they are the same.
+    pub fn differences(&self, now: &ObjectHeaders) -> Vec<String> {
+        let shown = |v: &Option<String>| v.as_deref().map_or("none".into(), |v| format!("'{v}'"));
+        Self::SET_AGAIN
+            .iter()
+            .zip(self.fields().into_iter().zip(now.fields()))
+            .filter(|(_, (was, now))| was != now)
+            .map(|(name, (was, now))| {
+                format!("{name} {} in the archive, {} now", shown(was), shown(now))
+            })
+            .collect()
+    }
 }
 
 /// `[(name, value)]` as a JSON object, both ways, keeping the order.
@@ -257,6 +357,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_are_set_again_but_the_storage_class() {
+        let h = ObjectHeaders::from_response(|name| match name {
+            "cache-control" => Some("no-cache".into()),
+            "expires" => Some("Thu, 01 Dec 2033 16:00:00 GMT".into()),
+            "x-amz-website-redirect-location" => Some("/new".into()),
+            "x-amz-storage-class" => Some("GLACIER".into()),
+            _ => None,
+        });
+        assert_eq!(h.storage_class.as_deref(), Some("GLACIER"));
+        assert_eq!(
+            h.to_set_again(),
+            [
+                ("cache-control".to_string(), "no-cache".to_string()),
+                ("expires".into(), "Thu, 01 Dec 2033 16:00:00 GMT".into()),
+                ("x-amz-website-redirect-location".into(), "/new".into()),
+            ]
+        );
+        assert!(ObjectHeaders::default().is_empty() && !h.is_empty());
+        let now = ObjectHeaders {
+            cache_control: Some("max-age=60".into()),
+            storage_class: None,
+            ..h.clone()
+        };
+        // The storage class is not a header a restore sets: no difference.
+        assert_eq!(
+            h.differences(&now),
+            ["cache-control 'no-cache' in the archive, 'max-age=60' now"]
+        );
+        assert!(h.differences(&h).is_empty());
+        assert_eq!(
+            ObjectHeaders::default().differences(&now)[0],
+            "cache-control none in the archive, 'max-age=60' now"
+        );
+    }
+
+    #[test]
     fn lines_round_trip() {
         let meta = vec![
             ("zebra".to_string(), "1".to_string()),
@@ -270,6 +406,12 @@ mod tests {
             last_modified: "2024-02-29T23:59:58.000Z".into(),
             content_type: Some("text/plain".into()),
             metadata: Some(Cow::Borrowed(&meta)),
+            headers: Cow::Owned(ObjectHeaders {
+                cache_control: Some("public, max-age=3600".into()),
+                content_encoding: Some("gzip".into()),
+                storage_class: Some("STANDARD_IA".into()),
+                ..Default::default()
+            }),
             crc32: Some("0000abcd".into()),
             skipped: None,
         };
@@ -302,6 +444,12 @@ mod tests {
             text.contains(r#""metadata":{"zebra":"1","apple":"2"}"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#""headers":{"cacheControl":"public, max-age=3600","contentEncoding":"gzip","storageClass":"STANDARD_IA"}"#),
+            "{text}"
+        );
+        // A line without headers (an old archive's, or a skipped object) has none.
+        assert!(!text.lines().nth(1).unwrap().contains("headers"), "{text}");
         let mut r = ManifestReader::new(text.as_bytes());
         let back = r.next_line().unwrap().unwrap();
         assert_eq!(back, line);

@@ -451,6 +451,7 @@ impl<W: Write> ZipWriter<W> {
             last_modified: Cow::Borrowed(&obj.last_modified),
             content_type: meta.content_type.as_deref().map(Cow::Borrowed),
             metadata: Some(Cow::Borrowed(&meta.metadata)),
+            headers: Cow::Borrowed(&meta.headers),
             crc32: Some(format!("{crc32:08x}")),
             skipped: None,
         })?;
@@ -494,6 +495,7 @@ impl<W: Write> ZipWriter<W> {
             last_modified: Cow::Borrowed(&obj.last_modified),
             content_type: meta.content_type.as_deref().map(Cow::Borrowed),
             metadata: Some(Cow::Borrowed(&meta.metadata)),
+            headers: Cow::Borrowed(&meta.headers),
             crc32: Some("00000000".into()),
             skipped: None,
         })?;
@@ -599,6 +601,7 @@ mod tests {
         let meta = ObjectMeta {
             content_type: Some("text/plain".into()),
             metadata: vec![("colour".into(), "blue".into())],
+            ..Default::default()
         };
         a.finish_file(&o, &meta).unwrap();
         name

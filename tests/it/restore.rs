@@ -1,5 +1,6 @@
 //! Backup, then `POST /restore` into an empty bucket: every key, byte, Content-Type and
-//! user metadata comes back, keys that needed another entry name included.
+//! user metadata comes back, with the standard headers (Cache-Control, Content-Encoding,
+//! ...), keys that needed another entry name included.
 
 use crate::common::{backup_env, request, run_backup};
 
@@ -214,4 +215,125 @@ async fn restore_retries_slowdowns_on_its_uploads() {
     assert!(r["retries"].as_u64().unwrap() >= 200, "{r}");
     assert_eq!(s3.object_keys("restored").unwrap().len(), 200);
     assert_eq!(s3.read_object("restored", "f/123").unwrap(), b"file 123");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_gives_back_each_objects_standard_headers() {
+    use spaces_backup_testkit::memstore::ObjectHeaders;
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    for b in ["source", "dest", "restored"] {
+        s3.create_bucket(b).unwrap();
+    }
+    // A site's assets: gzip-encoded with cache lifetimes, a download, a redirect; one
+    // big enough to be restored as a multipart upload; one with no headers at all.
+    let site = ObjectHeaders {
+        cache_control: Some("public, max-age=31536000, immutable".into()),
+        content_encoding: Some("gzip".into()),
+        content_language: Some("de-CH".into()),
+        ..Default::default()
+    };
+    let download = ObjectHeaders {
+        content_disposition: Some("attachment; filename=\"report 2026.pdf\"".into()),
+        expires: Some("Thu, 01 Dec 2033 16:00:00 GMT".into()),
+        storage_class: Some("STANDARD_IA".into()),
+        ..Default::default()
+    };
+    let moved = ObjectHeaders {
+        website_redirect_location: Some("/new/index.html".into()),
+        cache_control: Some("no-cache".into()),
+        ..Default::default()
+    };
+    let big: Vec<u8> = (0..12_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let objects: Vec<(&str, Vec<u8>, Option<&str>, ObjectHeaders)> = vec![
+        (
+            "app.js",
+            b"\x1f\x8b gz".to_vec(),
+            Some("text/javascript"),
+            site.clone(),
+        ),
+        ("big/video.bin", big, Some("video/mp4"), site),
+        (
+            "files/report.pdf",
+            b"%PDF".to_vec(),
+            Some("application/pdf"),
+            download,
+        ),
+        (
+            "old/index.html",
+            b"moved".to_vec(),
+            Some("text/html"),
+            moved,
+        ),
+        (
+            "plain.txt",
+            b"plain".to_vec(),
+            None,
+            ObjectHeaders::default(),
+        ),
+    ];
+    let store = s3.memory_store().unwrap();
+    for (key, data, ct, headers) in &objects {
+        s3.put_object_with("source", key, data, *ct, &[]).unwrap();
+        store.set_headers("source", key, headers.clone()).unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+
+    // The manifest records them, the storage class too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, s3.read_object("dest", &archive).unwrap()).unwrap();
+    let manifest = crate::common::read_manifest_with_python(&path);
+    let line = |key: &str| manifest.iter().find(|l| l["key"] == key).unwrap().clone();
+    assert_eq!(line("app.js")["headers"]["contentEncoding"], "gzip");
+    assert_eq!(
+        line("files/report.pdf")["headers"]["storageClass"],
+        "STANDARD_IA"
+    );
+    assert!(line("plain.txt").get("headers").is_none());
+
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 200, "{r}");
+    for (key, data, _, headers) in &objects {
+        assert_eq!(&s3.read_object("restored", key).unwrap(), data, "{key}");
+        let now = s3.object_info("restored", key).unwrap();
+        // Every header as it was; the storage class is left to the target's default.
+        let want = ObjectHeaders {
+            storage_class: None,
+            ..headers.clone()
+        };
+        assert_eq!(now.headers, want, "{key}");
+    }
+    assert!(s3
+        .object_info("restored", "big/video.bin")
+        .unwrap()
+        .etag
+        .contains('-'));
+
+    // A deep verify sees a header changed since (the listing alone cannot).
+    store
+        .set_headers(
+            "source",
+            "old/index.html",
+            ObjectHeaders {
+                website_redirect_location: Some("/new/index.html".into()),
+                cache_control: Some("max-age=60".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let verify = format!("/verify?archive={archive}");
+    let (status, v) = request(&env, "POST", &verify).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["identical"], true, "{v}");
+    let (status, v) = request(&env, "POST", &format!("{verify}&deep=true")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changed"], 1, "{v}");
+    let reason = v["differences"][0]["reason"].as_str().unwrap();
+    assert_eq!(
+        reason, "headers: cache-control 'no-cache' in the archive, 'max-age=60' now",
+        "{v}"
+    );
 }

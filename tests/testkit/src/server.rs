@@ -511,6 +511,8 @@ impl S3Server {
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             metadata,
+            // s3s-fs keeps Content-Type and metadata only.
+            headers: Default::default(),
             last_modified,
         })
     }

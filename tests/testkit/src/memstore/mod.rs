@@ -12,7 +12,8 @@
 //! - buckets: CreateBucket (`BucketAlreadyOwnedByYou` if it exists),
 //!   HeadBucket, DeleteBucket (`BucketNotEmpty`), ListBuckets,
 //!   GetBucketLocation;
-//! - objects: PutObject (Content-Type, `x-amz-meta-*`, Content-MD5 and
+//! - objects: PutObject (Content-Type, `x-amz-meta-*`, the standard headers
+//!   of [`ObjectHeaders`] kept and served again, Content-MD5 and
 //!   `x-amz-checksum-*` verified, `If-Match`/`If-None-Match`), GetObject and
 //!   HeadObject (`Range` → 206 + Content-Range or 416 `InvalidRange`;
 //!   `If-Match`/`If-Unmodified-Since` → 412, `If-None-Match`/
@@ -20,7 +21,7 @@
 //! - listings: ListObjectsV2 (prefix, delimiter + CommonPrefixes, max-keys
 //!   default and cap 1000, opaque continuation tokens, start-after,
 //!   `encoding-type=url`) and ListObjects (v1, marker);
-//! - multipart: CreateMultipartUpload (keeps Content-Type and metadata for
+//! - multipart: CreateMultipartUpload (keeps Content-Type, metadata and headers for
 //!   the final object), UploadPart (quoted MD5 ETag), CompleteMultipartUpload
 //!   (parts must exist, be ascending and carry their ETag: `InvalidPart`,
 //!   `InvalidPartOrder`; every part but the last at least
@@ -84,7 +85,37 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-<name>`), names lowercase.
     pub metadata: BTreeMap<String, String>,
+    pub headers: ObjectHeaders,
     pub last_modified: SystemTime,
+}
+
+/// The standard headers an object keeps besides Content-Type: PutObject and
+/// CreateMultipartUpload set them, GetObject and HeadObject return them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    /// An HTTP date, as served.
+    pub expires: Option<String>,
+    pub website_redirect_location: Option<String>,
+    /// `None`: STANDARD.
+    pub storage_class: Option<String>,
+}
+
+impl ObjectHeaders {
+    pub(super) fn expires_timestamp(&self) -> Option<Timestamp> {
+        self.expires
+            .as_deref()
+            .and_then(|d| Timestamp::parse(TimestampFormat::HttpDate, d).ok())
+    }
+
+    pub(super) fn from_timestamp(t: Option<&Timestamp>) -> Option<String> {
+        let mut out = Vec::new();
+        t?.format(TimestampFormat::HttpDate, &mut out).ok()?;
+        String::from_utf8(out).ok()
+    }
 }
 
 /// A multipart upload neither completed nor aborted.
@@ -122,6 +153,7 @@ pub(super) struct StoredObject {
     pub(super) last_modified: SystemTime,
     pub(super) content_type: Option<String>,
     pub(super) metadata: BTreeMap<String, String>,
+    pub(super) headers: ObjectHeaders,
 }
 
 pub(super) struct UploadState {
@@ -132,6 +164,7 @@ pub(super) struct UploadState {
     pub(super) initiated: SystemTime,
     pub(super) content_type: Option<String>,
     pub(super) metadata: BTreeMap<String, String>,
+    pub(super) headers: ObjectHeaders,
     pub(super) parts: BTreeMap<i32, StoredPart>,
 }
 
@@ -171,7 +204,13 @@ impl StoredObject {
             last_modified: SystemTime::now(),
             content_type,
             metadata,
+            headers: ObjectHeaders::default(),
         }
+    }
+
+    fn with_headers(mut self, headers: ObjectHeaders) -> Self {
+        self.headers = headers;
+        self
     }
 
     fn info(&self) -> ObjectInfo {
@@ -180,6 +219,7 @@ impl StoredObject {
             etag: format!("\"{}\"", self.etag),
             content_type: self.content_type.clone(),
             metadata: self.metadata.clone(),
+            headers: self.headers.clone(),
             last_modified: self.last_modified,
         }
     }
@@ -304,7 +344,21 @@ impl MemStore {
         Ok(info)
     }
 
-    /// Size, ETag, Content-Type, metadata and modification time of `key`.
+    /// Sets the standard headers `key` keeps (as a PutObject sending them would have).
+    pub fn set_headers(&self, bucket: &str, key: &str, headers: ObjectHeaders) -> Result<()> {
+        let mut state = self.lock();
+        let Some(object) = state
+            .buckets
+            .get_mut(bucket)
+            .and_then(|b| b.objects.get_mut(key))
+        else {
+            bail!("no such object: {bucket}/{key}");
+        };
+        object.headers = headers;
+        Ok(())
+    }
+
+    /// Size, ETag, Content-Type, metadata, headers and modification time of `key`.
     pub fn object_info(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
         self.with_object(bucket, key, StoredObject::info)
     }

@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// The standard headers a PutObject or CreateMultipartUpload input carries (two
+/// generated types with the same fields).
+macro_rules! headers_of {
+    ($input:expr) => {
+        ObjectHeaders {
+            cache_control: $input.cache_control,
+            content_disposition: $input.content_disposition,
+            content_encoding: $input.content_encoding,
+            content_language: $input.content_language,
+            expires: ObjectHeaders::from_timestamp($input.expires.as_ref()),
+            website_redirect_location: $input.website_redirect_location,
+            storage_class: $input.storage_class.map(|c| c.as_str().to_string()),
+        }
+    };
+}
+
 #[async_trait::async_trait]
 impl S3 for MemStore {
     async fn create_bucket(
@@ -84,7 +100,9 @@ impl S3 for MemStore {
         let etag = hex(&md5);
         let size = to_i64(data.len());
         let metadata = input.metadata.unwrap_or_default().into_iter().collect();
-        let object = StoredObject::new(data, etag.clone(), input.content_type, metadata);
+        let headers = headers_of!(input);
+        let object = StoredObject::new(data, etag.clone(), input.content_type, metadata)
+            .with_headers(headers);
 
         let mut state = self.lock();
         let b = state
@@ -138,6 +156,13 @@ impl S3 for MemStore {
             e_tag: Some(object.e_tag()),
             last_modified: Some(object.timestamp()),
             metadata: object.served_metadata(),
+            cache_control: object.headers.cache_control.clone(),
+            content_disposition: object.headers.content_disposition.clone(),
+            content_encoding: object.headers.content_encoding.clone(),
+            content_language: object.headers.content_language.clone(),
+            expires: object.headers.expires_timestamp(),
+            website_redirect_location: object.headers.website_redirect_location.clone(),
+            storage_class: object.headers.storage_class.clone().map(StorageClass::from),
             ..Default::default()
         }))
     }
@@ -164,6 +189,13 @@ impl S3 for MemStore {
             e_tag: Some(object.e_tag()),
             last_modified: Some(object.timestamp()),
             metadata: object.served_metadata(),
+            cache_control: object.headers.cache_control.clone(),
+            content_disposition: object.headers.content_disposition.clone(),
+            content_encoding: object.headers.content_encoding.clone(),
+            content_language: object.headers.content_language.clone(),
+            expires: object.headers.expires_timestamp(),
+            website_redirect_location: object.headers.website_redirect_location.clone(),
+            storage_class: object.headers.storage_class.clone().map(StorageClass::from),
             ..Default::default()
         }))
     }
@@ -348,6 +380,7 @@ impl S3 for MemStore {
                 initiated: SystemTime::now(),
                 content_type: input.content_type,
                 metadata: input.metadata.unwrap_or_default().into_iter().collect(),
+                headers: headers_of!(input),
                 parts: BTreeMap::new(),
             },
         );
@@ -596,7 +629,8 @@ impl S3 for MemStore {
             etag.clone(),
             upload.content_type.clone(),
             upload.metadata.clone(),
-        );
+        )
+        .with_headers(upload.headers.clone());
 
         let b = state
             .buckets
