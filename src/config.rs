@@ -117,6 +117,10 @@ pub struct Config {
     /// 10,000 on S3 and Spaces; some services are set lower). A backup that would need
     /// more is written as fragments and composed.
     pub max_parts: u32,
+    /// Record each object's ACL (GetObjectAcl) and tags (GetObjectTagging) in the
+    /// manifest, for restore: one request each per object.
+    pub record_acl: bool,
+    pub record_tags: bool,
 }
 
 /// Which shard of how many, from 1.
@@ -348,6 +352,8 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         shard: None,
         shard_work: None,
         max_parts: r.parse("MAX_PARTS", MAX_UPLOAD_PARTS, parse_max_parts),
+        record_acl: r.parse("RECORD_ACL", true, parse_bool),
+        record_tags: r.parse("RECORD_TAGS", true, parse_bool),
     };
     let mut config = config;
     // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.

@@ -6,6 +6,108 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// One grant of an object's ACL: a grantee (a canonical user id, a group URI or an
+/// e-mail address) and a permission (`FULL_CONTROL`, `READ`, `READ_ACP`, `WRITE_ACP`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub permission: String,
+}
+
+/// The group every anonymous request belongs to (`public-read`).
+pub const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+/// The group of every signed-in AWS account (`authenticated-read`).
+pub const AUTHENTICATED_USERS: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+
+/// An object's ACL as the manifest keeps it: a canned ACL when it is one (`private`,
+/// `public-read`, `public-read-write`, `authenticated-read`), else every grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Acl {
+    Canned(String),
+    Grants(Vec<Grant>),
+}
+
+impl Acl {
+    /// From GetObjectAcl's owner and grants.
+    pub fn from_policy(owner: &str, grants: &[Grant]) -> Acl {
+        let group = |uri: &str, permission: &str| Grant {
+            uri: Some(uri.to_string()),
+            permission: permission.to_string(),
+            ..Default::default()
+        };
+        // The owner's own FULL_CONTROL is in every canned ACL.
+        let mut others: Vec<&Grant> = grants
+            .iter()
+            .filter(|g| !(g.id.as_deref() == Some(owner) && g.permission == "FULL_CONTROL"))
+            .collect();
+        others.sort_by(|a, b| (&a.uri, &a.permission).cmp(&(&b.uri, &b.permission)));
+        let owner_has_it = grants.len() > others.len();
+        let is = |want: &[Grant]| {
+            others.len() == want.len() && others.iter().zip(want).all(|(a, b)| *a == b)
+        };
+        let canned = if !owner_has_it {
+            None
+        } else if others.is_empty() {
+            Some("private")
+        } else if is(&[group(ALL_USERS, "READ")]) {
+            Some("public-read")
+        } else if is(&[group(ALL_USERS, "READ"), group(ALL_USERS, "WRITE")]) {
+            Some("public-read-write")
+        } else if is(&[group(AUTHENTICATED_USERS, "READ")]) {
+            Some("authenticated-read")
+        } else {
+            None
+        };
+        match canned {
+            Some(c) => Acl::Canned(c.into()),
+            None => Acl::Grants(grants.to_vec()),
+        }
+    }
+
+    /// The headers that set it again with PutObject or CreateMultipartUpload: none for
+    /// `private` (every new object is), `x-amz-acl` for a canned ACL, `x-amz-grant-*`
+    /// for a grant list (WRITE, which objects do not take, left out).
+    pub fn to_headers(&self) -> Vec<(String, String)> {
+        match self {
+            Acl::Canned(c) if c == "private" => Vec::new(),
+            Acl::Canned(c) => vec![("x-amz-acl".into(), c.clone())],
+            Acl::Grants(grants) => {
+                let mut out: Vec<(String, String)> = Vec::new();
+                for (permission, header) in [
+                    ("FULL_CONTROL", "x-amz-grant-full-control"),
+                    ("READ", "x-amz-grant-read"),
+                    ("READ_ACP", "x-amz-grant-read-acp"),
+                    ("WRITE_ACP", "x-amz-grant-write-acp"),
+                ] {
+                    let who: Vec<String> = grants
+                        .iter()
+                        .filter(|g| g.permission == permission)
+                        .filter_map(|g| {
+                            Some(match (&g.id, &g.uri, &g.email) {
+                                (Some(id), _, _) => format!("id=\"{id}\""),
+                                (_, Some(uri), _) => format!("uri=\"{uri}\""),
+                                (_, _, Some(e)) => format!("emailAddress=\"{e}\""),
+                                _ => return None,
+                            })
+                        })
+                        .collect();
+                    if !who.is_empty() {
+                        out.push((header.to_string(), who.join(", ")));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 /// One object as a listing names it: what its archive entry is checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedObject {
@@ -50,6 +152,9 @@ pub struct BackupReport {
     /// Runs this archive took so far, this one included.
     #[serde(default)]
     pub runs: u32,
+    /// What the manifest lacks of some or all objects (ACLs, tags), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_recorded: Vec<String>,
 }
 
 /// What DRY_RUN=true answers: nothing was written.
@@ -327,6 +432,74 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acls_are_canned_when_they_are_and_set_again() {
+        let user = |id: &str, p: &str| Grant {
+            id: Some(id.into()),
+            permission: p.into(),
+            ..Default::default()
+        };
+        let group = |uri: &str, p: &str| Grant {
+            uri: Some(uri.into()),
+            permission: p.into(),
+            ..Default::default()
+        };
+        let owner = user("o", "FULL_CONTROL");
+        let canned = |grants: &[Grant]| match Acl::from_policy("o", grants) {
+            Acl::Canned(c) => c,
+            Acl::Grants(_) => "grants".into(),
+        };
+        assert_eq!(canned(std::slice::from_ref(&owner)), "private");
+        assert_eq!(
+            canned(&[owner.clone(), group(ALL_USERS, "READ")]),
+            "public-read"
+        );
+        assert_eq!(
+            canned(&[
+                group(ALL_USERS, "WRITE"),
+                owner.clone(),
+                group(ALL_USERS, "READ")
+            ]),
+            "public-read-write"
+        );
+        assert_eq!(
+            canned(&[owner.clone(), group(AUTHENTICATED_USERS, "READ")]),
+            "authenticated-read"
+        );
+        // Without the owner's grant, or with another user's, it is a grant list.
+        assert_eq!(canned(&[group(ALL_USERS, "READ")]), "grants");
+        let shared = [
+            owner.clone(),
+            user("friend", "READ"),
+            user("friend", "READ_ACP"),
+        ];
+        let acl = Acl::from_policy("o", &shared);
+        assert_eq!(acl, Acl::Grants(shared.to_vec()));
+        assert_eq!(
+            acl.to_headers(),
+            [
+                (
+                    "x-amz-grant-full-control".to_string(),
+                    "id=\"o\"".to_string()
+                ),
+                ("x-amz-grant-read".into(), "id=\"friend\"".into()),
+                ("x-amz-grant-read-acp".into(), "id=\"friend\"".into()),
+            ]
+        );
+        assert!(Acl::Canned("private".into()).to_headers().is_empty());
+        assert_eq!(
+            Acl::Canned("public-read".into()).to_headers(),
+            [("x-amz-acl".to_string(), "public-read".to_string())]
+        );
+        // In the manifest: a string, or the grants.
+        assert_eq!(
+            serde_json::to_string(&Acl::Canned("public-read".into())).unwrap(),
+            r#""public-read""#
+        );
+        let back: Acl = serde_json::from_str(&serde_json::to_string(&acl).unwrap()).unwrap();
+        assert_eq!(back, acl);
+    }
 
     #[test]
     fn endpoints() {

@@ -15,9 +15,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::backup::extras::Extras;
 use crate::io::http::{self, InFlight, Pollable, Read, Response, TransportError};
 use crate::io::log;
-use crate::model::ListedObject;
+use crate::model::{Acl, ListedObject};
 use crate::s3::ops::{self, Range};
 use crate::s3::retry::Retry;
 use crate::s3::sigv4::{hex, EMPTY_SHA256};
@@ -45,6 +46,9 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*`), names without the prefix, in the order received.
     pub metadata: Vec<(String, String)>,
     pub headers: ObjectHeaders,
+    /// From the side requests ([`crate::backup::extras`]), when asked for.
+    pub acl: Option<Acl>,
+    pub tags: Vec<(String, String)>,
 }
 
 impl ObjectMeta {
@@ -53,6 +57,8 @@ impl ObjectMeta {
             content_type: resp.header("content-type"),
             metadata: Vec::new(),
             headers: ObjectHeaders::from_response(|name| resp.header(name)),
+            acl: None,
+            tags: Vec::new(),
         };
         for (name, value) in &resp.headers {
             let lower = name.to_ascii_lowercase();
@@ -127,6 +133,8 @@ pub struct Download {
     asked_at: u64,
     /// How long its answer took, until the pipeline takes it to judge the link.
     first_byte_ns: Option<u64>,
+    /// The object's ACL and tags, asked for beside its first GET.
+    pub extras: Extras,
 }
 
 impl Download {
@@ -171,6 +179,7 @@ impl Download {
             left_before: Tally::default(),
             asked_at: http::now_nanos(),
             first_byte_ns: None,
+            extras: Extras::default(),
         };
         d.state = match s3.start(&d.request(), None, EMPTY_SHA256) {
             Ok(f) => State::Requesting(f),

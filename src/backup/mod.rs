@@ -13,6 +13,7 @@ pub mod archive;
 pub mod chain;
 pub mod checkpoint;
 pub mod dry_run;
+pub mod extras;
 pub mod fetch;
 pub mod link;
 pub mod list;
@@ -279,6 +280,7 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
         retention_error: None,
         status: "completed".into(),
         runs: chain.runs,
+        not_recorded: not_recorded(config, tallies),
     };
     if ended == Ended::Stopped {
         report.message = "Backup will continue in the next run".into();
@@ -310,6 +312,20 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
         serde_json::to_value(&report).unwrap_or_default(),
     );
     Ok(Outcome::Done(report))
+}
+
+/// What the manifest lacks, for the response: what was turned off, and what the
+/// source refused.
+pub(crate) fn not_recorded(config: &Config, tallies: &Tallies) -> Vec<String> {
+    let mut out = Vec::new();
+    if !config.record_acl {
+        out.push("ACLs were not recorded (RECORD_ACL=false)".to_string());
+    }
+    if !config.record_tags {
+        out.push("tags were not recorded (RECORD_TAGS=false)".to_string());
+    }
+    out.extend(tallies.not_recorded.iter().cloned());
+    out
 }
 
 /// The checkpoint this run continues, if any: checked against this run's configuration,
@@ -504,6 +520,7 @@ fn continue_backup<'a>(
             own_archives: c.own_archives,
             excluded: c.excluded,
         },
+        not_recorded: Vec::new(),
     };
     log::info(
         "checkpoint_found",

@@ -22,6 +22,7 @@ use std::rc::Rc;
 
 use crate::backup::archive::{choose_method, SAMPLE_SIZE};
 use crate::backup::chain::{counts_of, Chain};
+use crate::backup::extras::{Extras, Refusal, Wanted, What};
 use crate::backup::fetch::{md5_of_etag, Download, ObjectMeta};
 use crate::backup::link::{gets_in_flight, Link};
 use crate::backup::list::Lister;
@@ -69,6 +70,9 @@ struct OpenEntry {
     /// the one its ETag names (a single download checks its own).
     md5: Option<(Md5, String)>,
     changed: bool,
+    /// The object's side requests (ACL, tags), taken from its first download: the
+    /// entry is finished once they have answered.
+    extras: Extras,
 }
 
 /// The head download, with the archive it is fed to (both there whenever it is fed).
@@ -119,6 +123,8 @@ pub struct Tallies {
     /// Rewritten between the listing and their GET: archived as they were at the GET.
     pub changed: Vec<String>,
     pub left_out: Tally,
+    /// What was not recorded of some or all objects (ACLs, tags), and why.
+    pub not_recorded: Vec<String>,
 }
 
 /// The event loop: GETs in flight ahead of the archive, the archive fed in listing order,
@@ -169,6 +175,8 @@ struct Pipeline<'a, 'l, 'u> {
     /// Big objects are cut into ranges (until the source turns out to be near).
     cut_big: bool,
     progress: &'a mut Tallies,
+    /// The side requests each object gets (turned off once the service refuses them).
+    wanted: Wanted,
 }
 
 /// A range is never smaller than this (unless it is an object's last).
@@ -241,6 +249,10 @@ pub fn archive_all(
         range_size: per_download(config.concurrency).max(MIN_RANGE),
         cut_big: true,
         progress,
+        wanted: Wanted {
+            acl: config.record_acl,
+            tags: config.record_tags,
+        },
     };
     let result = p.run();
     if result.is_err() {
@@ -315,6 +327,10 @@ impl Pipeline<'_, '_, '_> {
                 // on its socket then would only spin.
                 for d in &self.downloads {
                     d.pollables(d.buffered() < self.share(d), &mut pollables);
+                    d.extras.pollables(&mut pollables);
+                }
+                if let Some(entry) = &self.entry {
+                    entry.extras.pollables(&mut pollables);
                 }
                 for part in &self.parts {
                     part.pollables(&mut pollables);
@@ -507,6 +523,7 @@ impl Pipeline<'_, '_, '_> {
                 Download::start(self.src, obj)
             };
             let mut d = d.map_err(|e| self.source_err("reading an object", Some(&key), &e))?;
+            d.extras = Extras::start(self.src, &key, self.wanted);
             d.left_before = std::mem::take(&mut self.left_pending);
             self.downloads.push_back(d);
             moved = true;
@@ -617,13 +634,31 @@ impl Pipeline<'_, '_, '_> {
 
     fn step_downloads(&mut self) -> Result<bool, Failure> {
         let mut moved = false;
+        if let Some(entry) = &mut self.entry {
+            moved |= entry.extras.step(self.src);
+            let refused = entry.extras.take_refused();
+            if !refused.is_empty() {
+                let key = self
+                    .downloads
+                    .front()
+                    .map(|d| d.obj.key.clone())
+                    .unwrap_or_default();
+                self.note_refused(&key, refused);
+            }
+        }
         for i in 0..self.downloads.len() {
             let share = self.share(&self.downloads[i]);
             let d = &mut self.downloads[i];
             let budget = share.saturating_sub(d.buffered());
             let stepped = d.step(self.src, budget);
+            moved |= d.extras.step(self.src);
+            let refused = d.extras.take_refused();
             if let Some(ns) = d.take_first_byte() {
                 self.note_first_byte(ns);
+            }
+            if !refused.is_empty() {
+                let key = self.downloads[i].obj.key.clone();
+                self.note_refused(&key, refused);
             }
             match stepped {
                 Ok(m) => moved |= m,
@@ -640,6 +675,44 @@ impl Pipeline<'_, '_, '_> {
             self.learn_split(i);
         }
         Ok(moved)
+    }
+
+    /// Side requests that brought nothing: a refusal for good turns them off for the
+    /// rest of the run, said once in the log and the response; another is logged with
+    /// its key, and said once.
+    fn note_refused(&mut self, key: &str, refused: Vec<Refusal>) {
+        for r in refused {
+            let what = match r.what {
+                What::Acl => "ACLs",
+                What::Tags => "tags",
+            };
+            if r.for_good {
+                let on = match r.what {
+                    What::Acl => &mut self.wanted.acl,
+                    What::Tags => &mut self.wanted.tags,
+                };
+                if !std::mem::replace(on, false) {
+                    continue;
+                }
+                let note = format!(
+                    "{what} were not recorded from '{key}' on: the source refused them ({}); \
+                     {}=false leaves them out without asking",
+                    r.why,
+                    r.what.setting()
+                );
+                log::warn("not_recorded", json!({"what": what, "message": note}));
+                self.progress.not_recorded.push(note);
+            } else {
+                log::warn(
+                    "not_recorded",
+                    json!({"what": what, "key": key, "message": r.why}),
+                );
+                let note = format!("{what} of some objects were not recorded (see the log)");
+                if !self.progress.not_recorded.contains(&note) {
+                    self.progress.not_recorded.push(note);
+                }
+            }
+        }
     }
 
     /// The next part's size: fixed, or growing with the part number.
@@ -735,11 +808,13 @@ impl Pipeline<'_, '_, '_> {
     /// A folder marker: its GET brings its Content-Type and metadata for the manifest.
     fn add_directory(&mut self) -> Result<Step, Failure> {
         let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
-        if !head.finished() {
+        if !head.finished() || !head.extras.done() {
             return Ok(Step::Waiting);
         }
+        let mut meta = head.meta.clone();
+        head.extras.apply(&mut meta);
         archive
-            .add_directory(&head.obj, &head.meta)
+            .add_directory(&head.obj, &meta)
             .map_err(|e| archive_err(&head.obj.key, e))?;
         self.progress.files += 1;
         Ok(Step::Done)
@@ -777,6 +852,10 @@ impl Pipeline<'_, '_, '_> {
         let (head, _) = head_of(&mut self.downloads, &mut self.archive);
         if head.finished() && head.buffered() == 0 {
             let last = head.is_last();
+            if last && self.entry.as_ref().is_some_and(|e| !e.extras.done()) {
+                // Every byte is in; its ACL or tags are still on their way.
+                return Ok(if moved { Step::Moved } else { Step::Waiting });
+            }
             if let Some(entry) = &mut self.entry {
                 entry.changed |= head.changed;
             }
@@ -820,10 +899,12 @@ impl Pipeline<'_, '_, '_> {
             .then(|| md5_of_etag(&head.obj.etag))
             .flatten()
             .map(|want| (Md5::new(), want));
+        let extras = std::mem::take(&mut head.extras);
         self.entry = Some(OpenEntry {
             bytes: 0,
             md5,
             changed: false,
+            extras,
         });
         Ok(true)
     }
@@ -854,8 +935,10 @@ impl Pipeline<'_, '_, '_> {
                 return Err(self.source_err("reading an object", Some(&key), &e));
             }
         }
+        let mut meta = head.meta.clone();
+        entry.extras.apply(&mut meta);
         archive
-            .finish_file(&head.obj, &head.meta)
+            .finish_file(&head.obj, &meta)
             .map_err(|e| archive_err(&head.obj.key, e))?;
         if entry.changed {
             self.progress.changed.push(head.obj.key.clone());

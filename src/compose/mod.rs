@@ -976,6 +976,8 @@ pub fn compose(config: &Config) -> Result<ComposeReport, Failure> {
             retention_error,
             status: "completed".into(),
             runs: 1,
+            // What each shard's runs could not record they said in their own answers.
+            not_recorded: crate::backup::not_recorded(config, &Default::default()),
         },
         fragments: n,
         copied_bytes: copied,

@@ -401,6 +401,7 @@ fn empty_report(config: &Config) -> BackupReport {
         retention_error: None,
         status: String::new(),
         runs: 0,
+        not_recorded: Vec::new(),
     }
 }
 

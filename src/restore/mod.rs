@@ -58,6 +58,15 @@ fn object_headers(line: &ManifestLine) -> Vec<(String, String)> {
         headers.push((format!("x-amz-meta-{k}"), v.clone()));
     }
     headers.extend(line.headers.to_set_again());
+    if let Some(acl) = &line.acl {
+        headers.extend(acl.to_headers());
+    }
+    if let Some(tags) = line.tags.as_deref().filter(|t| !t.is_empty()) {
+        let encoded = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(tags)
+            .finish();
+        headers.push(("x-amz-tagging".into(), encoded));
+    }
     headers
 }
 

@@ -76,6 +76,20 @@ pub fn get_object<'a>(key: &'a str, range: Range, if_match: Option<&str>) -> Op<
     o
 }
 
+/// GetObjectAcl: the object's owner and grants.
+pub fn get_object_acl(key: &str) -> Op<'_> {
+    let mut o = op("GetObjectAcl", "GET", Some(key));
+    o.query.push(("acl".into(), String::new()));
+    o
+}
+
+/// GetObjectTagging: the object's tags.
+pub fn get_object_tagging(key: &str) -> Op<'_> {
+    let mut o = op("GetObjectTagging", "GET", Some(key));
+    o.query.push(("tagging".into(), String::new()));
+    o
+}
+
 pub fn head_object(key: &str) -> Op<'_> {
     op("HeadObject", "HEAD", Some(key))
 }

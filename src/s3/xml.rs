@@ -3,7 +3,7 @@
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use crate::model::ListedObject;
+use crate::model::{Grant, ListedObject};
 
 #[derive(Debug)]
 pub struct XmlError(pub String);
@@ -225,6 +225,65 @@ pub fn parse_copy_part_etag(xml: &str) -> Option<String> {
     etag.filter(|e| !e.is_empty())
 }
 
+/// GetObjectAcl's `AccessControlPolicy`: the owner's id and the grants (the grantee's
+/// kind is told by which of `ID`, `URI`, `EmailAddress` it has).
+pub fn parse_acl(xml: &str) -> Result<(String, Vec<Grant>), XmlError> {
+    let mut owner = String::new();
+    let mut grants = Vec::new();
+    let mut grant = Grant::default();
+    let mut seen = false;
+    walk(xml, |path, text| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["AccessControlPolicy"] => seen = true,
+            ["AccessControlPolicy", "Owner", "ID"] => owner = text,
+            ["AccessControlPolicy", "AccessControlList", "Grant", "Grantee", field] => match *field
+            {
+                "ID" => grant.id = Some(text),
+                "URI" => grant.uri = Some(text),
+                "EmailAddress" => grant.email = Some(text),
+                _ => {}
+            },
+            ["AccessControlPolicy", "AccessControlList", "Grant", "Permission"] => {
+                grant.permission = text
+            }
+            ["AccessControlPolicy", "AccessControlList", "Grant"] => {
+                grants.push(std::mem::take(&mut grant))
+            }
+            _ => {}
+        }
+    })?;
+    if !seen {
+        return Err(XmlError(
+            "no AccessControlPolicy in the GetObjectAcl answer".into(),
+        ));
+    }
+    Ok((owner, grants))
+}
+
+/// GetObjectTagging's `TagSet`, in order.
+pub fn parse_tagging(xml: &str) -> Result<Vec<(String, String)>, XmlError> {
+    let mut tags = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    let mut seen = false;
+    walk(xml, |path, text| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["Tagging"] => seen = true,
+            ["Tagging", "TagSet", "Tag", "Key"] => key = text,
+            ["Tagging", "TagSet", "Tag", "Value"] => value = text,
+            ["Tagging", "TagSet", "Tag"] => {
+                tags.push((std::mem::take(&mut key), std::mem::take(&mut value)))
+            }
+            _ => {}
+        }
+    })?;
+    if !seen {
+        return Err(XmlError("no Tagging in the GetObjectTagging answer".into()));
+    }
+    Ok(tags)
+}
+
 /// True for a `CompleteMultipartUploadResult` (a 200 can also carry an `<Error>`).
 pub fn is_complete_result(xml: &str) -> bool {
     let mut ok = false;
@@ -256,6 +315,35 @@ pub fn complete_body(parts: &[(u32, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acls_and_tags_are_read() {
+        let acl = r#"<?xml version="1.0" encoding="UTF-8"?>
+<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Owner><ID>o1</ID><DisplayName>me</DisplayName></Owner>
+  <AccessControlList>
+    <Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser"><ID>o1</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>
+    <Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="Group"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>
+  </AccessControlList>
+</AccessControlPolicy>"#;
+        let (owner, grants) = parse_acl(acl).unwrap();
+        assert_eq!(owner, "o1");
+        assert_eq!(grants.len(), 2);
+        assert_eq!(grants[1].uri.as_deref(), Some(crate::model::ALL_USERS));
+        assert_eq!(grants[1].permission, "READ");
+        assert!(parse_acl("<Error><Code>x</Code></Error>").is_err());
+        let tags = r#"<Tagging><TagSet><Tag><Key>team</Key><Value>web &amp; co</Value></Tag><Tag><Key>empty</Key><Value></Value></Tag></TagSet></Tagging>"#;
+        assert_eq!(
+            parse_tagging(tags).unwrap(),
+            [
+                ("team".to_string(), "web & co".to_string()),
+                ("empty".into(), String::new())
+            ]
+        );
+        assert!(parse_tagging("<Tagging><TagSet/></Tagging>")
+            .unwrap()
+            .is_empty());
+    }
 
     const PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">

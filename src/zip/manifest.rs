@@ -7,6 +7,8 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Acl;
+
 /// Where the manifest goes: the archive's last entry.
 pub const MANIFEST_NAME: &str = ".spaces-backup/manifest.jsonl";
 /// The manifest's folder: no entry may take its name.
@@ -37,6 +39,16 @@ pub struct ManifestLine<'a> {
         with = "metadata_map"
     )]
     pub metadata: Option<Cow<'a, [(String, String)]>>,
+    /// Its ACL (RECORD_ACL): a canned ACL's name, or its grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Cow<'a, Acl>>,
+    /// Its tags (RECORD_TAGS), as a JSON object in the object's order.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "metadata_map"
+    )]
+    pub tags: Option<Cow<'a, [(String, String)]>>,
     /// Its standard headers beyond Content-Type, and its storage class.
     #[serde(default, skip_serializing_if = "no_headers")]
     pub headers: Cow<'a, ObjectHeaders>,
@@ -398,6 +410,7 @@ mod tests {
             ("zebra".to_string(), "1".to_string()),
             ("apple".into(), "2".into()),
         ];
+        let tags = vec![("team".to_string(), "web".to_string())];
         let line = ManifestLine {
             key: "a//b".into(),
             entry: Some("a/b".into()),
@@ -412,6 +425,8 @@ mod tests {
                 storage_class: Some("STANDARD_IA".into()),
                 ..Default::default()
             }),
+            acl: Some(Cow::Owned(Acl::Canned("public-read".into()))),
+            tags: Some(Cow::Borrowed(&tags)),
             crc32: Some("0000abcd".into()),
             skipped: None,
         };
@@ -446,6 +461,10 @@ mod tests {
         );
         assert!(
             text.contains(r#""headers":{"cacheControl":"public, max-age=3600","contentEncoding":"gzip","storageClass":"STANDARD_IA"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""acl":"public-read","tags":{"team":"web"}"#),
             "{text}"
         );
         // A line without headers (an old archive's, or a skipped object) has none.

@@ -452,6 +452,8 @@ impl<W: Write> ZipWriter<W> {
             content_type: meta.content_type.as_deref().map(Cow::Borrowed),
             metadata: Some(Cow::Borrowed(&meta.metadata)),
             headers: Cow::Borrowed(&meta.headers),
+            acl: meta.acl.as_ref().map(Cow::Borrowed),
+            tags: (!meta.tags.is_empty()).then_some(Cow::Borrowed(&meta.tags[..])),
             crc32: Some(format!("{crc32:08x}")),
             skipped: None,
         })?;
@@ -496,6 +498,8 @@ impl<W: Write> ZipWriter<W> {
             content_type: meta.content_type.as_deref().map(Cow::Borrowed),
             metadata: Some(Cow::Borrowed(&meta.metadata)),
             headers: Cow::Borrowed(&meta.headers),
+            acl: meta.acl.as_ref().map(Cow::Borrowed),
+            tags: (!meta.tags.is_empty()).then_some(Cow::Borrowed(&meta.tags[..])),
             crc32: Some("00000000".into()),
             skipped: None,
         })?;

@@ -4,6 +4,15 @@
 
 use crate::common::{backup_env, request, run_backup};
 
+/// The manifest line of each key of `archive`, read with Python's `zipfile`.
+fn manifest_lines(s3: &crate::common::TestS3, archive: &str) -> impl Fn(&str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, s3.read_object("dest", archive).unwrap()).unwrap();
+    let manifest = crate::common::read_manifest_with_python(&path);
+    move |key: &str| manifest.iter().find(|l| l["key"] == key).unwrap().clone()
+}
+
 fn query(archive: &str, to: &str, overwrite: bool) -> String {
     let enc = |t: &str| {
         t.bytes()
@@ -282,11 +291,7 @@ async fn restore_gives_back_each_objects_standard_headers() {
     let archive = body["archiveName"].as_str().unwrap().to_string();
 
     // The manifest records them, the storage class too.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.zip");
-    std::fs::write(&path, s3.read_object("dest", &archive).unwrap()).unwrap();
-    let manifest = crate::common::read_manifest_with_python(&path);
-    let line = |key: &str| manifest.iter().find(|l| l["key"] == key).unwrap().clone();
+    let line = manifest_lines(&s3, &archive);
     assert_eq!(line("app.js")["headers"]["contentEncoding"], "gzip");
     assert_eq!(
         line("files/report.pdf")["headers"]["storageClass"],
@@ -336,4 +341,127 @@ async fn restore_gives_back_each_objects_standard_headers() {
         reason, "headers: cache-control 'no-cache' in the archive, 'max-age=60' now",
         "{v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_gives_back_each_objects_acl_and_tags() {
+    use spaces_backup_testkit::memstore::{MemGrant, ALL_USERS, OWNER_ID};
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    for b in ["source", "dest", "restored"] {
+        s3.create_bucket(b).unwrap();
+    }
+    let owner = MemGrant::new(&format!("id={OWNER_ID}"), "FULL_CONTROL");
+    let public = MemGrant::canned("public-read").unwrap();
+    let shared = vec![
+        owner.clone(),
+        MemGrant::new("id=friend-canonical-id", "READ"),
+        MemGrant::new(&format!("uri={ALL_USERS}"), "READ_ACP"),
+    ];
+    let big: Vec<u8> = (0..12_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    type Tags<'a> = Vec<(&'a str, &'a str)>;
+    let objects: Vec<(&str, Vec<u8>, Vec<MemGrant>, Tags)> = vec![
+        (
+            "site/index.html",
+            b"<html>".to_vec(),
+            public.clone(),
+            vec![],
+        ),
+        (
+            "site/video.mp4",
+            big,
+            public,
+            vec![("kind", "media"), ("team", "web & video")],
+        ),
+        (
+            "private/notes.txt",
+            b"secret".to_vec(),
+            vec![owner],
+            vec![("pii", "yes")],
+        ),
+        ("shared/plan.txt", b"plan".to_vec(), shared, vec![]),
+    ];
+    let store = s3.memory_store().unwrap();
+    for (key, data, acl, tags) in &objects {
+        s3.put_object("source", key, data).unwrap();
+        store.set_access("source", key, acl.clone(), tags).unwrap();
+    }
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("notRecorded").is_none(), "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let line = manifest_lines(&s3, &archive);
+    assert_eq!(line("site/index.html")["acl"], "public-read");
+    assert_eq!(line("private/notes.txt")["acl"], "private");
+    assert_eq!(line("shared/plan.txt")["acl"].as_array().unwrap().len(), 3);
+    assert_eq!(line("site/video.mp4")["tags"]["team"], "web & video");
+
+    let (status, r) = request(&env, "POST", &query(&archive, "restored", false)).await;
+    assert_eq!(status, 200, "{r}");
+    for (key, data, acl, tags) in &objects {
+        assert_eq!(&s3.read_object("restored", key).unwrap(), data, "{key}");
+        let now = s3.object_info("restored", key).unwrap();
+        let mut want = acl.clone();
+        want.sort();
+        let mut got = now.acl.clone();
+        got.sort();
+        assert_eq!(got, want, "{key}");
+        let want_tags: Vec<(String, String)> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(now.tags, want_tags, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_acls_is_asked_once_and_the_answer_says_so() {
+    let s3 = crate::common::start_s3_with(|b| {
+        b.in_memory().fault(|req| {
+            if req.operation() == "GetObjectAcl" {
+                crate::common::Fault::Status {
+                    status: 501,
+                    code: "NotImplemented".into(),
+                }
+            } else {
+                crate::common::Fault::Pass
+            }
+        })
+    });
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..300 {
+        s3.put_object("source", &format!("k/{i:03}"), b"x").unwrap();
+    }
+    let mut env = backup_env(&s3, "source", "dest");
+    crate::common::set(&mut env, "CONCURRENCY", "4");
+    crate::common::set(&mut env, "RECORD_TAGS", "false");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["filesBackedUp"], 300, "{body}");
+    let notes: Vec<&str> = body["notRecorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("RECORD_TAGS=false")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("ACLs were not recorded") && n.contains("NotImplemented")),
+        "{notes:?}"
+    );
+    let asked = |op: &str| s3.requests().iter().filter(|r| r.operation == op).count();
+    // Only the requests already on their way when the first refusal came.
+    assert!(
+        asked("GetObjectAcl") <= 8,
+        "{} ACL requests",
+        asked("GetObjectAcl")
+    );
+    assert_eq!(asked("GetObjectTagging"), 0);
 }

@@ -32,6 +32,7 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The S3 operation, told apart the way S3 does for the calls a backup
     /// makes: `ListObjectsV2`, `GetObject`, `HeadObject`, `PutObject`,
+    /// `GetObjectAcl`, `GetObjectTagging`,
     /// `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
     /// `AbortMultipartUpload`, `ListParts`, `HeadBucket`, else `Other`.
     pub fn operation(&self) -> &'static str {
@@ -51,6 +52,8 @@ impl RequestInfo {
             ("GET", false) if has("uploads") => "ListMultipartUploads",
             ("HEAD", false) => "HeadBucket",
             ("GET", true) if has("uploadId") => "ListParts",
+            ("GET", true) if has("acl") => "GetObjectAcl",
+            ("GET", true) if has("tagging") => "GetObjectTagging",
             ("GET", true) => "GetObject",
             ("HEAD", true) => "HeadObject",
             ("POST", true) if has("uploads") => "CreateMultipartUpload",
@@ -270,6 +273,11 @@ mod tests {
             "ListObjectsV2"
         );
         assert_eq!(info("GET", "/b/k", "").operation(), "GetObject");
+        assert_eq!(info("GET", "/b/k", "acl=").operation(), "GetObjectAcl");
+        assert_eq!(
+            info("GET", "/b/k", "tagging=").operation(),
+            "GetObjectTagging"
+        );
         assert_eq!(
             info("POST", "/b/k", "uploads").operation(),
             "CreateMultipartUpload"

@@ -513,6 +513,8 @@ impl S3Server {
             metadata,
             // s3s-fs keeps Content-Type and metadata only.
             headers: Default::default(),
+            acl: Vec::new(),
+            tags: Vec::new(),
             last_modified,
         })
     }

@@ -86,7 +86,51 @@ pub struct ObjectInfo {
     /// User metadata (`x-amz-meta-<name>`), names lowercase.
     pub metadata: BTreeMap<String, String>,
     pub headers: ObjectHeaders,
+    /// Its grants (PutObject's `x-amz-acl` or `x-amz-grant-*`; owner-only by default).
+    pub acl: Vec<MemGrant>,
+    /// Its tags (`x-amz-tagging`), in order.
+    pub tags: Vec<(String, String)>,
     pub last_modified: SystemTime,
+}
+
+/// The canonical id of the one owner of everything in the store.
+pub const OWNER_ID: &str = "75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a";
+/// The group of anonymous requests.
+pub const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+/// The group of every signed-in account.
+pub const AUTHENTICATED_USERS: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+
+/// One grant: its grantee as `x-amz-grant-*` names it (`id=...`, `uri=...`,
+/// `emailAddress=...`, unquoted) and its permission.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemGrant {
+    pub grantee: String,
+    pub permission: String,
+}
+
+impl MemGrant {
+    pub fn new(grantee: &str, permission: &str) -> Self {
+        Self {
+            grantee: grantee.to_string(),
+            permission: permission.to_string(),
+        }
+    }
+
+    /// The grants of a canned ACL; `None` for a name S3 does not know.
+    pub fn canned(name: &str) -> Option<Vec<MemGrant>> {
+        let owner = MemGrant::new(&format!("id={OWNER_ID}"), "FULL_CONTROL");
+        let all = |p: &str| MemGrant::new(&format!("uri={ALL_USERS}"), p);
+        Some(match name {
+            "private" => vec![owner],
+            "public-read" => vec![owner, all("READ")],
+            "public-read-write" => vec![owner, all("READ"), all("WRITE")],
+            "authenticated-read" => vec![
+                owner,
+                MemGrant::new(&format!("uri={AUTHENTICATED_USERS}"), "READ"),
+            ],
+            _ => return None,
+        })
+    }
 }
 
 /// The standard headers an object keeps besides Content-Type: PutObject and
@@ -154,6 +198,8 @@ pub(super) struct StoredObject {
     pub(super) content_type: Option<String>,
     pub(super) metadata: BTreeMap<String, String>,
     pub(super) headers: ObjectHeaders,
+    pub(super) acl: Vec<MemGrant>,
+    pub(super) tags: Vec<(String, String)>,
 }
 
 pub(super) struct UploadState {
@@ -165,6 +211,8 @@ pub(super) struct UploadState {
     pub(super) content_type: Option<String>,
     pub(super) metadata: BTreeMap<String, String>,
     pub(super) headers: ObjectHeaders,
+    pub(super) acl: Vec<MemGrant>,
+    pub(super) tags: Vec<(String, String)>,
     pub(super) parts: BTreeMap<i32, StoredPart>,
 }
 
@@ -205,11 +253,19 @@ impl StoredObject {
             content_type,
             metadata,
             headers: ObjectHeaders::default(),
+            acl: MemGrant::canned("private").unwrap_or_default(),
+            tags: Vec::new(),
         }
     }
 
     fn with_headers(mut self, headers: ObjectHeaders) -> Self {
         self.headers = headers;
+        self
+    }
+
+    fn with_access(mut self, acl: Vec<MemGrant>, tags: Vec<(String, String)>) -> Self {
+        self.acl = acl;
+        self.tags = tags;
         self
     }
 
@@ -220,6 +276,8 @@ impl StoredObject {
             content_type: self.content_type.clone(),
             metadata: self.metadata.clone(),
             headers: self.headers.clone(),
+            acl: self.acl.clone(),
+            tags: self.tags.clone(),
             last_modified: self.last_modified,
         }
     }
@@ -346,16 +404,25 @@ impl MemStore {
 
     /// Sets the standard headers `key` keeps (as a PutObject sending them would have).
     pub fn set_headers(&self, bucket: &str, key: &str, headers: ObjectHeaders) -> Result<()> {
-        let mut state = self.lock();
-        let Some(object) = state
-            .buckets
-            .get_mut(bucket)
-            .and_then(|b| b.objects.get_mut(key))
-        else {
-            bail!("no such object: {bucket}/{key}");
-        };
-        object.headers = headers;
-        Ok(())
+        self.change_object(bucket, key, |o| o.headers = headers)
+    }
+
+    /// Sets the grants and the tags of `key` (as PutObjectAcl and PutObjectTagging).
+    pub fn set_access(
+        &self,
+        bucket: &str,
+        key: &str,
+        acl: Vec<MemGrant>,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.change_object(bucket, key, |o| {
+            o.acl = acl;
+            o.tags = tags;
+        })
     }
 
     /// Size, ETag, Content-Type, metadata, headers and modification time of `key`.
@@ -434,6 +501,24 @@ impl MemStore {
             Some(b) => Ok(f(b)),
             None => bail!("no such bucket: {bucket}"),
         }
+    }
+
+    fn change_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        f: impl FnOnce(&mut StoredObject),
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let Some(object) = state
+            .buckets
+            .get_mut(bucket)
+            .and_then(|b| b.objects.get_mut(key))
+        else {
+            bail!("no such key {key:?} in bucket {bucket}");
+        };
+        f(object);
+        Ok(())
     }
 
     fn with_object<T>(

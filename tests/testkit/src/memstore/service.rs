@@ -2,6 +2,65 @@
 
 use super::*;
 
+/// The grants and tags a PutObject or CreateMultipartUpload input asks for: a canned
+/// ACL (`x-amz-acl`), else `x-amz-grant-*` (exactly those grants), else private.
+macro_rules! access_of {
+    ($input:expr) => {
+        parse_access(
+            $input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                ("FULL_CONTROL", &$input.grant_full_control),
+                ("READ", &$input.grant_read),
+                ("READ_ACP", &$input.grant_read_acp),
+                ("WRITE_ACP", &$input.grant_write_acp),
+            ],
+            $input.tagging.as_deref(),
+        )
+    };
+}
+
+/// Tags, in order.
+type Tags = Vec<(String, String)>;
+
+fn parse_access(
+    canned: Option<&str>,
+    grants: &[(&str, &Option<String>)],
+    tagging: Option<&str>,
+) -> S3Result<(Vec<MemGrant>, Tags)> {
+    let mut acl = Vec::new();
+    for (permission, value) in grants {
+        for who in value.iter().flat_map(|v| v.split(',')) {
+            let Some((kind, name)) = who.trim().split_once('=') else {
+                return Err(s3_error!(InvalidArgument, "malformed grant: {who}"));
+            };
+            if !matches!(kind, "id" | "uri" | "emailAddress") {
+                return Err(s3_error!(InvalidArgument, "unknown grantee kind: {kind}"));
+            }
+            acl.push(MemGrant::new(
+                &format!("{kind}={}", name.trim_matches('"')),
+                permission,
+            ));
+        }
+    }
+    if let Some(name) = canned {
+        if !acl.is_empty() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "specifying both a canned ACL and grant headers is not allowed"
+            ));
+        }
+        acl = MemGrant::canned(name)
+            .ok_or_else(|| s3_error!(InvalidArgument, "unknown canned ACL: {name}"))?;
+    }
+    if acl.is_empty() {
+        acl = MemGrant::canned("private").unwrap_or_default();
+    }
+    let tags = tagging
+        .map(|t| form_urlencoded::parse(t.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    Ok((acl, tags))
+}
+
 /// The standard headers a PutObject or CreateMultipartUpload input carries (two
 /// generated types with the same fields).
 macro_rules! headers_of {
@@ -101,8 +160,10 @@ impl S3 for MemStore {
         let size = to_i64(data.len());
         let metadata = input.metadata.unwrap_or_default().into_iter().collect();
         let headers = headers_of!(input);
+        let (acl, tags) = access_of!(input)?;
         let object = StoredObject::new(data, etag.clone(), input.content_type, metadata)
-            .with_headers(headers);
+            .with_headers(headers)
+            .with_access(acl, tags);
 
         let mut state = self.lock();
         let b = state
@@ -197,6 +258,75 @@ impl S3 for MemStore {
             website_redirect_location: object.headers.website_redirect_location.clone(),
             storage_class: object.headers.storage_class.clone().map(StorageClass::from),
             ..Default::default()
+        }))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let object = self.lookup(&req.input.bucket, &req.input.key)?;
+        let grants = object
+            .acl
+            .iter()
+            .map(|g| {
+                let (kind, name) = g.grantee.split_once('=').unwrap_or(("id", &g.grantee));
+                let name = Some(name.to_string());
+                let grantee = match kind {
+                    "uri" => Grantee {
+                        type_: Type::from_static(Type::GROUP),
+                        uri: name,
+                        display_name: None,
+                        email_address: None,
+                        id: None,
+                    },
+                    "emailAddress" => Grantee {
+                        type_: Type::from_static(Type::AMAZON_CUSTOMER_BY_EMAIL),
+                        email_address: name,
+                        display_name: None,
+                        id: None,
+                        uri: None,
+                    },
+                    _ => Grantee {
+                        type_: Type::from_static(Type::CANONICAL_USER),
+                        id: name,
+                        display_name: None,
+                        email_address: None,
+                        uri: None,
+                    },
+                };
+                Grant {
+                    grantee: Some(grantee),
+                    permission: Some(Permission::from(g.permission.clone())),
+                }
+            })
+            .collect();
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants: Some(grants),
+            owner: Some(Owner {
+                id: Some(OWNER_ID.to_string()),
+                display_name: Some("memstore".into()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let object = self.lookup(&req.input.bucket, &req.input.key)?;
+        let tag_set = object
+            .tags
+            .iter()
+            .map(|(k, v)| Tag {
+                key: Some(k.clone()),
+                value: Some(v.clone()),
+            })
+            .collect();
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set,
+            version_id: None,
         }))
     }
 
@@ -364,6 +494,7 @@ impl S3 for MemStore {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        let (acl, tags) = access_of!(input)?;
         let mut state = self.lock();
         if !state.buckets.contains_key(&input.bucket) {
             return Err(no_such_bucket());
@@ -381,6 +512,8 @@ impl S3 for MemStore {
                 content_type: input.content_type,
                 metadata: input.metadata.unwrap_or_default().into_iter().collect(),
                 headers: headers_of!(input),
+                acl,
+                tags,
                 parts: BTreeMap::new(),
             },
         );
@@ -630,7 +763,8 @@ impl S3 for MemStore {
             upload.content_type.clone(),
             upload.metadata.clone(),
         )
-        .with_headers(upload.headers.clone());
+        .with_headers(upload.headers.clone())
+        .with_access(upload.acl.clone(), upload.tags.clone());
 
         let b = state
             .buckets
