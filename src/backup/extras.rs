@@ -78,7 +78,7 @@ pub struct Refusal {
 
 /// Whether a failure says the service (or this key's permissions) will not give this:
 /// asking again for other objects would fail the same way.
-fn refused_for_good(e: &S3Error) -> bool {
+pub fn refused_for_good(e: &S3Error) -> bool {
     matches!(e.status(), Some(403 | 405 | 501))
         || matches!(
             e.code(),

@@ -6,23 +6,26 @@
 //! - `missing`: in the archive, no longer in the source;
 //! - `changed`: in both, with another size or ETag (with `deep`, other content: the
 //!   source object's CRC-32 differs from the archived one; or other standard headers,
-//!   Cache-Control, Content-Encoding and the rest a restore sets again);
+//!   Cache-Control, Content-Encoding and the rest a restore sets again, or another ACL
+//!   or other tags than the archive recorded);
 //! - `new`: in the source, not in the archive (added since, or skipped then).
 //!
 //! [`integrity`] checks the archive alone.
 
 pub mod integrity;
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::io::Read;
 
+use crate::backup::extras::refused_for_good;
 use crate::backup::list::Lister;
 use crate::config::Config;
 use crate::error::{s3_failure, Failure, Side};
-use crate::model::{Difference, ListedObject, VerifyReport};
+use crate::model::{Acl, Difference, ListedObject, VerifyReport};
 use crate::s3::ops::{self, Range};
-use crate::s3::{S3Error, S3};
+use crate::s3::{xml, S3Error, S3};
 use crate::select::{Selection, Verdict};
 use crate::zip::manifest::{ManifestLine, ManifestReader, ObjectHeaders, MANIFEST_NAME};
 use crate::zip::remote::RemoteZip;
@@ -102,6 +105,7 @@ fn difference(
     archived: &ManifestLine,
     now: &ListedObject,
     deep: bool,
+    asks: &Asks,
 ) -> Result<Option<String>, S3Error> {
     let etags_differ =
         !archived.etag.is_empty() && !now.etag.is_empty() && archived.etag != now.etag;
@@ -129,8 +133,67 @@ fn difference(
         )));
     }
     // What a restore would set again differs: the object is served otherwise now.
-    let changed = archived.headers.differences(&headers);
-    Ok((!changed.is_empty()).then(|| format!("headers: {}", changed.join("; "))))
+    let headers = archived.headers.differences(&headers);
+    let mut changed = Vec::new();
+    if !headers.is_empty() {
+        changed.push(format!("headers: {}", headers.join("; ")));
+    }
+    if let Some(was) = archived.acl.as_deref().filter(|_| asks.acl.get()) {
+        if let Some(text) = side(src, ops::get_object_acl(&now.key), &asks.acl)? {
+            let (owner, grants) =
+                xml::parse_acl(&text).map_err(|e| S3Error::Protocol(e.to_string()))?;
+            let acl = Acl::from_policy(&owner, &grants);
+            if acl != *was {
+                changed.push(format!(
+                    "ACL {} in the archive, {} now",
+                    shown(was),
+                    shown(&acl)
+                ));
+            }
+        }
+    }
+    if let Some(was) = archived.tags.as_deref().filter(|_| asks.tags.get()) {
+        if let Some(text) = side(src, ops::get_object_tagging(&now.key), &asks.tags)? {
+            let tags = xml::parse_tagging(&text).map_err(|e| S3Error::Protocol(e.to_string()))?;
+            if tags != was {
+                changed.push(format!(
+                    "tags {} in the archive, {} now",
+                    pairs(was),
+                    pairs(&tags)
+                ));
+            }
+        }
+    }
+    Ok((!changed.is_empty()).then(|| changed.join("; ")))
+}
+
+/// What a deep verify still asks the source for besides the bytes: an ACL or tags the
+/// archive recorded, until the source refuses them (then not again).
+struct Asks {
+    acl: Cell<bool>,
+    tags: Cell<bool>,
+}
+
+/// A side request's answer; `None`, and `on` turned off, when the source refuses it for
+/// good (a service without ACLs, a key without the permission).
+fn side(src: &S3, op: ops::Op<'_>, on: &Cell<bool>) -> Result<Option<String>, S3Error> {
+    match src.call_xml(&op, None) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if refused_for_good(&e) => {
+            on.set(false);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn shown(acl: &Acl) -> String {
+    serde_json::to_string(acl).unwrap_or_default()
+}
+
+fn pairs(tags: &[(String, String)]) -> String {
+    let inner: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("[{}]", inner.join(", "))
 }
 
 /// The manifest's lines and the source's listing, both in key order, merged: every key
@@ -149,6 +212,10 @@ fn merge<R: std::io::BufRead>(
         s3_failure(Side::Source, &config.source, doing, key, e)
     };
     let mut tally = Tally::default();
+    let asks = Asks {
+        acl: Cell::new(true),
+        tags: Cell::new(true),
+    };
     let mut m = lines.next_archived().map_err(manifest_err)?;
     let mut s = source
         .next()
@@ -164,7 +231,7 @@ fn merge<R: std::io::BufRead>(
             (Ordering::Less, Some(a), _) => tally.note("missing", &a.key, None),
             (Ordering::Greater, _, Some(b)) => tally.note("new", &b.key, None),
             (Ordering::Equal, Some(a), Some(b)) => {
-                match difference(src, a, b, deep)
+                match difference(src, a, b, deep, &asks)
                     .map_err(|e| src_err("reading an object", Some(&b.key), &e))?
                 {
                     Some(r) => tally.note("changed", &a.key, Some(r)),

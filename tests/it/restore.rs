@@ -412,6 +412,29 @@ async fn restore_gives_back_each_objects_acl_and_tags() {
             .collect();
         assert_eq!(now.tags, want_tags, "{key}");
     }
+
+    // A deep verify sees an object made public since, and tags changed.
+    store
+        .set_access(
+            "source",
+            "private/notes.txt",
+            MemGrant::canned("public-read").unwrap(),
+            &[("pii", "no")],
+        )
+        .unwrap();
+    let (status, v) = request(
+        &env,
+        "POST",
+        &format!("/verify?archive={archive}&deep=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changed"], 1, "{v}");
+    assert_eq!(
+        v["differences"][0]["reason"],
+        r#"ACL "private" in the archive, "public-read" now; tags [pii=yes] in the archive, [pii=no] now"#,
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
