@@ -170,10 +170,10 @@ impl Extras {
         std::mem::take(&mut self.refused)
     }
 
-    /// Into the object's record for the manifest.
-    pub fn apply(&self, meta: &mut ObjectMeta) {
-        meta.acl = self.acl.clone();
-        meta.tags = self.tags.clone();
+    /// Into the object's record for the manifest (moved: the entry is finished next).
+    pub fn apply(&mut self, meta: &mut ObjectMeta) {
+        meta.acl = self.acl.take();
+        meta.tags = std::mem::take(&mut self.tags);
     }
 }
 

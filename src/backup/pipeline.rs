@@ -811,10 +811,9 @@ impl Pipeline<'_, '_, '_> {
         if !head.finished() || !head.extras.done() {
             return Ok(Step::Waiting);
         }
-        let mut meta = head.meta.clone();
-        head.extras.apply(&mut meta);
+        head.extras.apply(&mut head.meta);
         archive
-            .add_directory(&head.obj, &meta)
+            .add_directory(&head.obj, &head.meta)
             .map_err(|e| archive_err(&head.obj.key, e))?;
         self.progress.files += 1;
         Ok(Step::Done)
@@ -912,7 +911,7 @@ impl Pipeline<'_, '_, '_> {
     /// Ends the head's entry, every byte received (and matching its MD5, for an object
     /// fetched in ranges), and counts it.
     fn finish_entry(&mut self) -> Result<(), Failure> {
-        let entry = self.entry.take().expect("an entry is open");
+        let mut entry = self.entry.take().expect("an entry is open");
         let (head, archive) = head_of(&mut self.downloads, &mut self.archive);
         // `Download` finishes only at exactly the listed size; this guards it.
         if entry.bytes != head.obj.size {
@@ -935,10 +934,9 @@ impl Pipeline<'_, '_, '_> {
                 return Err(self.source_err("reading an object", Some(&key), &e));
             }
         }
-        let mut meta = head.meta.clone();
-        entry.extras.apply(&mut meta);
+        entry.extras.apply(&mut head.meta);
         archive
-            .finish_file(&head.obj, &meta)
+            .finish_file(&head.obj, &head.meta)
             .map_err(|e| archive_err(&head.obj.key, e))?;
         if entry.changed {
             self.progress.changed.push(head.obj.key.clone());

@@ -401,7 +401,7 @@ pub(crate) fn store_plan(
 }
 
 /// The selected keys of a listing of the source, weighed.
-pub(crate) fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
+fn planned_from_listing(config: &Config, src: &S3) -> Result<Planner, Failure> {
     let selection = Selection::new(config);
     let mut planner = Planner::new();
     let mut lister = Lister::new(src, &config.include_prefixes);

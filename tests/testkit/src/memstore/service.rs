@@ -272,29 +272,24 @@ impl S3 for MemStore {
             .map(|g| {
                 let (kind, name) = g.grantee.split_once('=').unwrap_or(("id", &g.grantee));
                 let name = Some(name.to_string());
-                let grantee = match kind {
-                    "uri" => Grantee {
-                        type_: Type::from_static(Type::GROUP),
-                        uri: name,
-                        display_name: None,
-                        email_address: None,
-                        id: None,
-                    },
-                    "emailAddress" => Grantee {
-                        type_: Type::from_static(Type::AMAZON_CUSTOMER_BY_EMAIL),
-                        email_address: name,
-                        display_name: None,
-                        id: None,
-                        uri: None,
-                    },
-                    _ => Grantee {
-                        type_: Type::from_static(Type::CANONICAL_USER),
-                        id: name,
-                        display_name: None,
-                        email_address: None,
-                        uri: None,
-                    },
+                let mut grantee = Grantee {
+                    type_: Type::from_static(Type::CANONICAL_USER),
+                    display_name: None,
+                    email_address: None,
+                    id: None,
+                    uri: None,
                 };
+                match kind {
+                    "uri" => {
+                        grantee.type_ = Type::from_static(Type::GROUP);
+                        grantee.uri = name;
+                    }
+                    "emailAddress" => {
+                        grantee.type_ = Type::from_static(Type::AMAZON_CUSTOMER_BY_EMAIL);
+                        grantee.email_address = name;
+                    }
+                    _ => grantee.id = name,
+                }
                 Grant {
                     grantee: Some(grantee),
                     permission: Some(Permission::from(g.permission.clone())),
