@@ -32,7 +32,8 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The S3 operation, told apart the way S3 does for the calls a backup
     /// makes: `ListObjectsV2`, `GetObject`, `HeadObject`, `PutObject`,
-    /// `GetObjectAcl`, `GetObjectTagging`,
+    /// `GetObjectAcl`, `GetObjectTagging`, the bucket settings' Get and Put
+    /// (`GetBucketCors`, `PutBucketPolicy`, ...),
     /// `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
     /// `AbortMultipartUpload`, `ListParts`, `HeadBucket`, else `Other`.
     pub fn operation(&self) -> &'static str {
@@ -51,6 +52,14 @@ impl RequestInfo {
             ("GET", false) if has("list-type") => "ListObjectsV2",
             ("GET", false) if has("uploads") => "ListMultipartUploads",
             ("HEAD", false) => "HeadBucket",
+            ("GET", false) if has("cors") => "GetBucketCors",
+            ("GET", false) if has("lifecycle") => "GetBucketLifecycleConfiguration",
+            ("GET", false) if has("policy") => "GetBucketPolicy",
+            ("GET", false) if has("versioning") => "GetBucketVersioning",
+            ("PUT", false) if has("cors") => "PutBucketCors",
+            ("PUT", false) if has("lifecycle") => "PutBucketLifecycleConfiguration",
+            ("PUT", false) if has("policy") => "PutBucketPolicy",
+            ("PUT", false) if has("versioning") => "PutBucketVersioning",
             ("GET", true) if has("uploadId") => "ListParts",
             ("GET", true) if has("acl") => "GetObjectAcl",
             ("GET", true) if has("tagging") => "GetObjectTagging",
@@ -278,6 +287,8 @@ mod tests {
             info("GET", "/b/k", "tagging=").operation(),
             "GetObjectTagging"
         );
+        assert_eq!(info("GET", "/b", "cors=").operation(), "GetBucketCors");
+        assert_eq!(info("PUT", "/b/", "policy=").operation(), "PutBucketPolicy");
         assert_eq!(
             info("POST", "/b/k", "uploads").operation(),
             "CreateMultipartUpload"

@@ -12,6 +12,10 @@
 //! - buckets: CreateBucket (`BucketAlreadyOwnedByYou` if it exists),
 //!   HeadBucket, DeleteBucket (`BucketNotEmpty`), ListBuckets,
 //!   GetBucketLocation;
+//! - bucket settings ([`MemBucketSettings`]): Get/PutBucketCors,
+//!   Get/PutBucketLifecycleConfiguration, Get/PutBucketPolicy (`NoSuchCORSConfiguration`,
+//!   `NoSuchLifecycleConfiguration`, `NoSuchBucketPolicy` when unset; the policy must be
+//!   JSON), Get/PutBucketVersioning;
 //! - objects: PutObject (Content-Type, `x-amz-meta-*`, the standard headers
 //!   of [`ObjectHeaders`] kept and served again, Content-MD5 and
 //!   `x-amz-checksum-*` verified, `If-Match`/`If-None-Match`), GetObject and
@@ -187,6 +191,18 @@ pub(super) struct State {
 pub(super) struct BucketState {
     pub(super) created: SystemTime,
     pub(super) objects: BTreeMap<String, StoredObject>,
+    pub(super) settings: MemBucketSettings,
+}
+
+/// A bucket's settings, as the Put operations stored them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemBucketSettings {
+    pub cors: Option<CORSRules>,
+    pub lifecycle: Option<LifecycleRules>,
+    /// The policy document, as sent.
+    pub policy: Option<String>,
+    /// `Enabled` or `Suspended`.
+    pub versioning: Option<String>,
 }
 
 #[derive(Clone)]
@@ -362,6 +378,7 @@ impl MemStore {
             BucketState {
                 created: SystemTime::now(),
                 objects: BTreeMap::new(),
+                settings: MemBucketSettings::default(),
             },
         );
         true
@@ -423,6 +440,28 @@ impl MemStore {
             o.acl = acl;
             o.tags = tags;
         })
+    }
+
+    /// The bucket's CORS, lifecycle, policy and versioning settings.
+    pub fn bucket_settings(&self, bucket: &str) -> Result<MemBucketSettings> {
+        self.with_bucket(bucket, |b| b.settings.clone())
+    }
+
+    fn change_settings(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&mut MemBucketSettings),
+    ) -> S3Result<()> {
+        let mut state = self.lock();
+        let b = state.buckets.get_mut(bucket).ok_or_else(no_such_bucket)?;
+        f(&mut b.settings);
+        Ok(())
+    }
+
+    fn settings_of(&self, bucket: &str) -> S3Result<MemBucketSettings> {
+        let state = self.lock();
+        let b = state.buckets.get(bucket).ok_or_else(no_such_bucket)?;
+        Ok(b.settings.clone())
     }
 
     /// Size, ETag, Content-Type, metadata, headers and modification time of `key`.

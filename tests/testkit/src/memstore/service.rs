@@ -149,6 +149,118 @@ impl S3 for MemStore {
         }))
     }
 
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let cors_rules = self.settings_of(&req.input.bucket)?.cors;
+        if cors_rules.is_none() {
+            return Err(s3_error!(
+                NoSuchCORSConfiguration,
+                "The CORS configuration does not exist"
+            ));
+        }
+        Ok(S3Response::new(GetBucketCorsOutput { cors_rules }))
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let input = req.input;
+        let rules = input.cors_configuration.cors_rules;
+        self.change_settings(&input.bucket, |s| s.cors = Some(rules))?;
+        Ok(S3Response::new(PutBucketCorsOutput::default()))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let rules = self.settings_of(&req.input.bucket)?.lifecycle;
+        if rules.is_none() {
+            return Err(s3_error!(
+                NoSuchLifecycleConfiguration,
+                "The lifecycle configuration does not exist"
+            ));
+        }
+        Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
+            rules,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let input = req.input;
+        let rules = input
+            .lifecycle_configuration
+            .map(|c| c.rules)
+            .ok_or_else(|| s3_error!(MalformedXML, "no LifecycleConfiguration"))?;
+        self.change_settings(&input.bucket, |s| s.lifecycle = Some(rules))?;
+        Ok(S3Response::new(
+            PutBucketLifecycleConfigurationOutput::default(),
+        ))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let policy = self.settings_of(&req.input.bucket)?.policy;
+        if policy.is_none() {
+            return Err(s3_error!(
+                NoSuchBucketPolicy,
+                "The bucket policy does not exist"
+            ));
+        }
+        Ok(S3Response::new(GetBucketPolicyOutput { policy }))
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let input = req.input;
+        if serde_json::from_str::<serde_json::Value>(&input.policy).is_err() {
+            return Err(s3_error!(MalformedPolicy, "Policies must be valid JSON"));
+        }
+        let policy = input.policy;
+        self.change_settings(&input.bucket, |s| s.policy = Some(policy))?;
+        Ok(S3Response::new(PutBucketPolicyOutput::default()))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let status = self
+            .settings_of(&req.input.bucket)?
+            .versioning
+            .map(BucketVersioningStatus::from);
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let input = req.input;
+        let status = input
+            .versioning_configuration
+            .status
+            .map(|s| s.as_str().to_string())
+            .filter(|s| s == "Enabled" || s == "Suspended")
+            .ok_or_else(|| s3_error!(MalformedXML, "Status is Enabled or Suspended"))?;
+        self.change_settings(&input.bucket, |s| s.versioning = Some(status))?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+
     async fn put_object(
         &self,
         req: S3Request<PutObjectInput>,
