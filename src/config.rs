@@ -121,6 +121,9 @@ pub struct Config {
     /// manifest, for restore: one request each per object.
     pub record_acl: bool,
     pub record_tags: bool,
+    /// Record the source bucket's CORS, lifecycle, policy and versioning settings in the
+    /// archive (RECORD_BUCKET_SETTINGS): four requests per run.
+    pub record_bucket_settings: bool,
 }
 
 /// Which shard of how many, from 1.
@@ -354,6 +357,7 @@ pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Config, ConfigErrors>
         max_parts: r.parse("MAX_PARTS", MAX_UPLOAD_PARTS, parse_max_parts),
         record_acl: r.parse("RECORD_ACL", true, parse_bool),
         record_tags: r.parse("RECORD_TAGS", true, parse_bool),
+        record_bucket_settings: r.parse("RECORD_BUCKET_SETTINGS", true, parse_bool),
     };
     let mut config = config;
     // R2 wants equal parts; elsewhere growing parts reach 5 TiB without knowing the size.

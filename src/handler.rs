@@ -48,7 +48,7 @@ impl crate::bindings::exports::wasi::http::incoming_handler::Guest for Handler {
 }
 
 const ROUTES: &str = "use POST /backup, POST /plan?shards=N, POST /compose, POST /verify?archive=KEY[&deep=true|&integrity=true], \
-     POST /restore?archive=KEY&to=BUCKET[/PREFIX][&overwrite=true] or GET /health";
+     POST /restore?archive=KEY&to=BUCKET[/PREFIX][&overwrite=true][&bucketSettings=true] or GET /health";
 
 /// A response: its status and its JSON body.
 type Answer = (u16, String);
@@ -264,6 +264,7 @@ fn run_restore(config: &Config, query: &Query) -> Result<String, Failure> {
         archive,
         &prefix,
         query.flag("overwrite"),
+        query.flag("bucketSettings"),
     )?;
     report.retries = retries.get();
     log::info(

@@ -248,6 +248,10 @@ pub struct RestoreReport {
     pub prefix: String,
     pub objects_restored: u64,
     pub bytes_restored: u64,
+    /// The bucket's settings applied (`cors`, `lifecycle`, `policy`, `versioning`), with
+    /// `--bucket-settings`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bucket_settings: Vec<String>,
     pub retries: u64,
 }
 

@@ -98,6 +98,10 @@ enum Command {
         /// Replace objects that already exist (otherwise the restore is refused)
         #[arg(long)]
         overwrite: bool,
+        /// Also apply the source bucket's recorded settings (CORS, lifecycle, policy,
+        /// versioning) to the target bucket, once the objects are back
+        #[arg(long)]
+        bucket_settings: bool,
         /// Read variables from this file instead of ./.env (process env wins)
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
@@ -234,13 +238,19 @@ fn main() -> ExitCode {
                 archive,
                 to,
                 overwrite,
+                bucket_settings,
                 env_file,
             } => {
                 let path = format!(
-                    "/restore?archive={}&to={}{}",
+                    "/restore?archive={}&to={}{}{}",
                     query_encode(&archive),
                     query_encode(&to),
-                    if overwrite { "&overwrite=true" } else { "" }
+                    if overwrite { "&overwrite=true" } else { "" },
+                    if bucket_settings {
+                        "&bucketSettings=true"
+                    } else {
+                        ""
+                    }
                 );
                 request_once(&component, env_file.as_deref(), &path).await
             }

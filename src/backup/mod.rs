@@ -21,6 +21,7 @@ pub mod orphans;
 pub mod parts;
 pub mod pipeline;
 pub mod retention;
+pub mod settings;
 pub mod upload;
 
 use std::cell::Cell;
@@ -232,6 +233,13 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
         earlier_seconds: chain.earlier_seconds,
         retries: retries.clone(),
     };
+    // Read by every run of the backup that holds the bucket's last keys, since any of
+    // them may be the one that finishes the archive (four small requests).
+    let settings = if records_bucket_settings(config) {
+        settings::record(&src, &mut begun.tallies.not_recorded)
+    } else {
+        None
+    };
     let written = pipeline::archive_all(
         config,
         &src,
@@ -243,6 +251,7 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
             upload: &mut begun.upload,
             chain: &mut chain,
             schedule,
+            settings,
         },
         &mut begun.tallies,
     );
@@ -314,6 +323,17 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     Ok(Outcome::Done(report))
 }
 
+/// Whether this backup writes the bucket's settings: a whole one, or the shard (or
+/// fragment) that holds the last keys, so a composed archive has them once, where a
+/// whole backup would.
+fn records_bucket_settings(config: &Config) -> bool {
+    config.record_bucket_settings
+        && config
+            .shard_work
+            .as_ref()
+            .is_none_or(|w| w.range.until.is_none())
+}
+
 /// What the manifest lacks, for the response: what was turned off, and what the
 /// source refused.
 pub(crate) fn not_recorded(config: &Config, tallies: &Tallies) -> Vec<String> {
@@ -323,6 +343,11 @@ pub(crate) fn not_recorded(config: &Config, tallies: &Tallies) -> Vec<String> {
     }
     if !config.record_tags {
         out.push("tags were not recorded (RECORD_TAGS=false)".to_string());
+    }
+    if !config.record_bucket_settings {
+        out.push(
+            "the bucket's settings were not recorded (RECORD_BUCKET_SETTINGS=false)".to_string(),
+        );
     }
     out.extend(tallies.not_recorded.iter().cloned());
     out

@@ -36,6 +36,7 @@ use crate::model::{ListedObject, Progress};
 use crate::s3::sigv4::hex;
 use crate::s3::{S3Error, S3};
 use crate::select::{Selection, Tally};
+use crate::zip::settings::SETTINGS_NAME;
 use crate::zip::write::{ArchiveError, TailPiece, ZipWriter};
 
 /// Where feeding the head download got to.
@@ -177,6 +178,7 @@ struct Pipeline<'a, 'l, 'u> {
     progress: &'a mut Tallies,
     /// The side requests each object gets (turned off once the service refuses them).
     wanted: Wanted,
+    settings: Option<Vec<u8>>,
 }
 
 /// A range is never smaller than this (unless it is an object's last).
@@ -195,6 +197,9 @@ pub struct Start<'a, 'l, 'u> {
     pub upload: &'a mut MultipartUpload<'u>,
     pub chain: &'a mut Chain<'u>,
     pub schedule: Schedule,
+    /// The bucket's settings entry, written before the manifest (none when this backup
+    /// records none).
+    pub settings: Option<Vec<u8>>,
 }
 
 /// Archives every selected object of the listing (whose first page is `first`) into
@@ -215,6 +220,7 @@ pub fn archive_all(
         upload,
         chain,
         schedule,
+        settings,
     } = start;
     let left_committed = progress.left_out.clone();
     let mut p = Pipeline {
@@ -253,6 +259,7 @@ pub fn archive_all(
             acl: config.record_acl,
             tags: config.record_tags,
         },
+        settings,
     };
     let result = p.run();
     if result.is_err() {
@@ -1003,7 +1010,15 @@ impl Pipeline<'_, '_, '_> {
     }
 
     fn finish_archive(&mut self) -> Result<(), Failure> {
-        if let Some(archive) = self.archive.take() {
+        if let Some(mut archive) = self.archive.take() {
+            if let Some(settings) = self.settings.take() {
+                archive.add_record(SETTINGS_NAME, &settings).map_err(|e| {
+                    Failure::new(
+                        Kind::Archive,
+                        format!("writing the bucket's settings failed: {e}"),
+                    )
+                })?;
+            }
             let entries = archive.entries();
             let renamed = archive.renamed();
             let held = archive.held_bytes();

@@ -7,6 +7,7 @@
 //! a part in memory.
 
 pub mod puts;
+pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -23,6 +24,7 @@ use crate::s3::sigv4::sha256_hex;
 use crate::s3::{S3Error, S3};
 use crate::zip::manifest::{ManifestLine, MANIFEST_NAME};
 use crate::zip::remote::RemoteZip;
+use crate::zip::settings::SETTINGS_NAME;
 use crate::zip::spec::CentralEntry;
 use puts::{PutError, Puts};
 
@@ -77,15 +79,26 @@ pub fn run(
     archive: &str,
     prefix: &str,
     overwrite: bool,
+    bucket_settings: bool,
 ) -> Result<RestoreReport, Failure> {
     let remote = RemoteZip::open(dst, archive)?;
     let mut entries = Vec::new();
-    let manifest = remote.directory(|e| entries.push(e))?.ok_or_else(|| {
+    let manifest = remote.directory(|e| entries.push(e))?;
+    // An entry by that name is an object only in an archive written before the name was
+    // kept for the settings: the manifest then names it, and it is restored as one.
+    let recorded_settings = entries.iter().find(|e| e.name == SETTINGS_NAME).cloned();
+    let manifest = manifest.ok_or_else(|| {
         remote.failure(
             "reading the archive",
             &S3Error::protocol("it has no manifest: it was not written by spaces-backup"),
         )
     })?;
+    // Read (and checked) before any object is written, so a damaged entry stops the
+    // restore before it begins.
+    let wanted_settings = match (&recorded_settings, bucket_settings) {
+        (Some(e), true) => Some(settings::read(&remote, e)?),
+        _ => None,
+    };
     if !overwrite {
         refuse_overwrites(&remote, &manifest, target, prefix)?;
     }
@@ -97,13 +110,27 @@ pub fn run(
         by_name: entries.iter().map(|e| (e.name.as_str(), e)).collect(),
     };
     let (restored, bytes) = restorer.restore_all(&manifest, &entries)?;
+    let mut message = "Restore completed successfully".to_string();
+    let applied = match &wanted_settings {
+        Some(s) => settings::apply(target, s)?,
+        None => Vec::new(),
+    };
+    if bucket_settings && recorded_settings.is_none() {
+        message.push_str("; the archive holds no bucket settings, so none were applied");
+    } else if !bucket_settings && recorded_settings.is_some() {
+        message.push_str(
+            "; the archive also holds the source bucket's settings, left unapplied: \
+             restore with --bucket-settings to apply them",
+        );
+    }
     Ok(RestoreReport {
-        message: "Restore completed successfully".into(),
+        message,
         archive_name: archive.into(),
         target_bucket: target.target.bucket.clone(),
         prefix: prefix.into(),
         objects_restored: restored,
         bytes_restored: bytes,
+        bucket_settings: applied,
         retries: 0,
     })
 }
@@ -184,13 +211,12 @@ impl Restorer<'_> {
         manifest: &CentralEntry,
         entries: &[CentralEntry],
     ) -> Result<(u64, u64), Failure> {
+        let objects = entries
+            .iter()
+            .filter(|e| e.name != MANIFEST_NAME && e.name != SETTINGS_NAME);
         let totals = Progress {
-            listed_objects: entries.len().saturating_sub(1) as u64,
-            listed_bytes: entries
-                .iter()
-                .filter(|e| e.name != MANIFEST_NAME)
-                .map(|e| e.uncompressed)
-                .sum(),
+            listed_objects: objects.clone().count() as u64,
+            listed_bytes: objects.map(|e| e.uncompressed).sum(),
             listing_done: true,
             ..Default::default()
         };

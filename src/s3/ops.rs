@@ -90,6 +90,32 @@ pub fn get_object_tagging(key: &str) -> Op<'_> {
     o
 }
 
+/// One of the bucket's settings (GetBucketCors, ...): `op` names it, `subresource` is
+/// its query (`cors`, `lifecycle`, `policy`, `versioning`).
+pub fn get_bucket_setting(op_name: &'static str, subresource: &str) -> Op<'static> {
+    let mut o = op(op_name, "GET", None);
+    o.query.push((subresource.to_string(), String::new()));
+    o
+}
+
+/// Sets one of the bucket's settings (PutBucketCors, ...) to the body sent with it. The
+/// body's MD5 goes with it: S3 requires `Content-MD5` for CORS and lifecycle rules, and
+/// Spaces takes no `x-amz-checksum-*` in its place.
+pub fn put_bucket_setting(
+    op_name: &'static str,
+    subresource: &str,
+    content_type: &str,
+    content_md5: String,
+) -> Op<'static> {
+    let mut o = op(op_name, "PUT", None);
+    o.query.push((subresource.to_string(), String::new()));
+    o.headers = vec![
+        ("content-type".into(), content_type.to_string()),
+        ("content-md5".into(), content_md5),
+    ];
+    o
+}
+
 pub fn head_object(key: &str) -> Op<'_> {
     op("HeadObject", "HEAD", Some(key))
 }

@@ -284,6 +284,45 @@ pub fn parse_tagging(xml: &str) -> Result<Vec<(String, String)>, XmlError> {
     Ok(tags)
 }
 
+/// How many `child` elements the document's `root` holds; an error when its root is
+/// another element (an answer that is not the setting asked for).
+pub fn count_children(xml: &str, root: &str, child: &str) -> Result<usize, XmlError> {
+    let (mut seen, mut n) = (false, 0);
+    walk(xml, |path, _| match path {
+        [r] if r == root => seen = true,
+        [r, c] if r == root && c == child => n += 1,
+        _ => {}
+    })?;
+    if !seen {
+        return Err(XmlError(format!("no {root} in the answer")));
+    }
+    Ok(n)
+}
+
+/// GetBucketVersioning's `Status`: none for a bucket never versioned.
+pub fn parse_versioning(xml: &str) -> Result<Option<String>, XmlError> {
+    let (mut seen, mut status) = (false, None);
+    walk(xml, |path, text| {
+        if is(path, &["VersioningConfiguration"]) {
+            seen = true;
+        } else if is(path, &["VersioningConfiguration", "Status"]) && !text.trim().is_empty() {
+            status = Some(text.trim().to_string());
+        }
+    })?;
+    if !seen {
+        return Err(XmlError("no VersioningConfiguration in the answer".into()));
+    }
+    Ok(status)
+}
+
+/// PutBucketVersioning's body.
+pub fn versioning_body(status: &str) -> String {
+    format!(
+        "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></VersioningConfiguration>",
+        escape(status)
+    )
+}
+
 /// True for a `CompleteMultipartUploadResult` (a 200 can also carry an `<Error>`).
 pub fn is_complete_result(xml: &str) -> bool {
     let mut ok = false;
@@ -315,6 +354,29 @@ pub fn complete_body(parts: &[(u32, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_settings_documents() {
+        let cors = "<?xml version=\"1.0\"?><CORSConfiguration xmlns=\"x\"><CORSRule><AllowedMethod>GET</AllowedMethod></CORSRule><CORSRule/></CORSConfiguration>";
+        assert_eq!(
+            count_children(cors, "CORSConfiguration", "CORSRule").unwrap(),
+            2
+        );
+        assert!(count_children(cors, "LifecycleConfiguration", "Rule").is_err());
+        let v = "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>";
+        assert_eq!(parse_versioning(v).unwrap().as_deref(), Some("Suspended"));
+        assert_eq!(
+            parse_versioning("<VersioningConfiguration/>").unwrap(),
+            None
+        );
+        assert!(parse_versioning("<Error/>").is_err());
+        assert_eq!(
+            parse_versioning(&versioning_body("Enabled"))
+                .unwrap()
+                .as_deref(),
+            Some("Enabled")
+        );
+    }
 
     #[test]
     fn acls_and_tags_are_read() {

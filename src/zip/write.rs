@@ -18,6 +18,7 @@ use crate::naming::{parse_rfc3339, safe_entry_name, with_suffix};
 use std::borrow::Cow;
 
 use crate::zip::manifest::{Blocks, ManifestLine, ManifestWriter, MANIFEST_DIR, MANIFEST_NAME};
+use crate::zip::settings::SETTINGS_NAME;
 use crate::zip::spec::{
     self, central_record_len, dos_datetime, stored_block_header, stored_blocks_size, Entry,
     DEFLATED, MAX32, STORED, STORED_BLOCK,
@@ -155,8 +156,9 @@ fn joined(blocks: Blocks) -> Vec<u8> {
 impl<W: Write> ZipWriter<W> {
     pub fn new(sink: W, deflate_level: u8) -> Self {
         let mut names = HashSet::default();
-        names.insert(name_hash(MANIFEST_NAME));
-        names.insert(name_hash(MANIFEST_DIR));
+        for reserved in [MANIFEST_NAME, MANIFEST_DIR, SETTINGS_NAME] {
+            names.insert(name_hash(reserved));
+        }
         Self {
             sink,
             offset: 0,
@@ -519,6 +521,37 @@ impl<W: Write> ZipWriter<W> {
         Ok(())
     }
 
+    /// Adds the archive's own record `name` (not an object: no manifest line), stored,
+    /// its CRC and sizes in the local header.
+    pub fn add_record(&mut self, name: &'static str, data: &[u8]) -> Result<(), ArchiveError> {
+        if self.open.is_some() {
+            return Err(ArchiveError("an entry is already open".into()));
+        }
+        let entry = Entry {
+            name,
+            method: STORED,
+            descriptor: false,
+            zip64: false,
+            dos_time: 0,
+            dos_date: (1 << 5) | 1,
+            crc32: crc32fast::hash(data),
+            compressed: data.len() as u64,
+            uncompressed: data.len() as u64,
+            offset: self.offset,
+            directory: false,
+        };
+        if entry.compressed >= MAX32 {
+            return Err(ArchiveError(format!("'{name}' is too big for a record")));
+        }
+        let mut head = Vec::with_capacity(30 + name.len());
+        spec::local_header(&mut head, &entry);
+        spec::central_record(self.central.room(central_record_len(&entry)), &entry);
+        self.emit(&head)?;
+        self.emit(data)?;
+        self.entries += 1;
+        Ok(())
+    }
+
     /// Ends the archive. Returns what is left to write, in order: the manifest entry, the
     /// central directory and the end records, as the blocks they are held in, after the
     /// segments earlier checkpoints stored.
@@ -704,10 +737,22 @@ mod tests {
             add(&mut a, MANIFEST_NAME, b"mine", Method::Store),
             ".spaces-backup/manifest~2.jsonl"
         );
-        assert_eq!(a.renamed(), 4);
+        assert_eq!(
+            add(&mut a, SETTINGS_NAME, b"theirs", Method::Store),
+            ".spaces-backup/bucket~2.json"
+        );
+        assert_eq!(a.renamed(), 5);
+        // The archive's own record keeps its name, and has no manifest line.
+        a.add_record(SETTINGS_NAME, b"{\"format\":1}").unwrap();
         let bytes = finish(a, &buf);
         let mut zip = ::zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
         let mut s = String::new();
+        zip.by_name(SETTINGS_NAME)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "{\"format\":1}");
+        s.clear();
         zip.by_name("a/b~2.txt")
             .unwrap()
             .read_to_string(&mut s)
@@ -721,7 +766,7 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(s.lines().next().unwrap()).unwrap();
         assert_eq!(first["key"], "a//b.txt");
         assert_eq!(first["entry"], "a/b.txt");
-        assert_eq!(s.lines().count(), 5);
+        assert_eq!(s.lines().count(), 6);
     }
 
     #[test]

@@ -13,6 +13,13 @@ fn manifest_lines(s3: &crate::common::TestS3, archive: &str) -> impl Fn(&str) ->
     move |key: &str| manifest.iter().find(|l| l["key"] == key).unwrap().clone()
 }
 
+/// `POST /verify?deep=true` of `archive`, answered 200.
+async fn deep_verify(env: &[(String, String)], archive: &str) -> serde_json::Value {
+    let (status, v) = request(env, "POST", &format!("/verify?archive={archive}&deep=true")).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
 fn query(archive: &str, to: &str, overwrite: bool) -> String {
     let enc = |t: &str| {
         t.bytes()
@@ -422,13 +429,7 @@ async fn restore_gives_back_each_objects_acl_and_tags() {
             &[("pii", "no")],
         )
         .unwrap();
-    let (status, v) = request(
-        &env,
-        "POST",
-        &format!("/verify?archive={archive}&deep=true"),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
+    let v = deep_verify(&env, &archive).await;
     assert_eq!(v["changed"], 1, "{v}");
     assert_eq!(
         v["differences"][0]["reason"],
@@ -487,4 +488,251 @@ async fn a_service_without_acls_is_asked_once_and_the_answer_says_so() {
         asked("GetObjectAcl")
     );
     assert_eq!(asked("GetObjectTagging"), 0);
+}
+
+const SETTINGS: &str = ".spaces-backup/bucket.json";
+
+/// The archive's entry names (Python's `zipfile`), and its bucket settings entry read
+/// with Info-ZIP's `unzip -p`, if it has one.
+fn settings_entry(
+    s3: &crate::common::TestS3,
+    archive: &str,
+) -> (Vec<String>, Option<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, s3.read_object("dest", archive).unwrap()).unwrap();
+    let names: Vec<String> = crate::common::read_zip_with_python(&path)
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let settings = names.iter().any(|n| n == SETTINGS).then(|| {
+        let text = crate::common::tool("unzip", &["-p", path.to_str().unwrap(), SETTINGS]);
+        serde_json::from_str(&text).unwrap()
+    });
+    (names, settings)
+}
+
+const CORS: &str = "<CORSConfiguration><CORSRule><AllowedHeader>*</AllowedHeader>\
+    <AllowedMethod>GET</AllowedMethod><AllowedMethod>HEAD</AllowedMethod>\
+    <AllowedOrigin>https://example.com</AllowedOrigin><MaxAgeSeconds>3000</MaxAgeSeconds>\
+    </CORSRule><CORSRule><AllowedMethod>GET</AllowedMethod><AllowedOrigin>*</AllowedOrigin>\
+    </CORSRule></CORSConfiguration>";
+const LIFECYCLE: &str = "<LifecycleConfiguration><Rule><ID>tmp</ID><Filter><Prefix>tmp/</Prefix>\
+    </Filter><Status>Enabled</Status><Expiration><Days>7</Days></Expiration></Rule><Rule>\
+    <ID>uploads</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status>\
+    <AbortIncompleteMultipartUpload><DaysAfterInitiation>2</DaysAfterInitiation>\
+    </AbortIncompleteMultipartUpload></Rule></LifecycleConfiguration>";
+
+/// Sets every setting of `bucket` through the signed S3 API, as a user would.
+async fn set_bucket_settings(s3: &crate::common::TestS3, bucket: &str, policy: &serde_json::Value) {
+    let mut c =
+        spaces_backup_testkit::client::Client::connect(s3, s3.access_key(), s3.secret_key()).await;
+    let policy = policy.to_string();
+    let versioning = "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>";
+    for (sub, body) in [
+        ("cors", CORS),
+        ("lifecycle", LIFECYCLE),
+        ("policy", policy.as_str()),
+        ("versioning", versioning),
+    ] {
+        let r = c
+            .send(
+                "PUT",
+                &format!("/{bucket}"),
+                &[(sub, "")],
+                &[],
+                body.as_bytes(),
+            )
+            .await;
+        // PutBucketPolicy answers 204, as S3 does.
+        assert!((200..300).contains(&r.status), "{sub}: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
+    let s3 = crate::common::start_s3_with(|b| {
+        // A bucket on a service without any of them.
+        b.in_memory().fault(|req| {
+            if req.path.starts_with("/bare") && req.operation().starts_with("GetBucket") {
+                crate::common::Fault::Status {
+                    status: 501,
+                    code: "NotImplemented".into(),
+                }
+            } else {
+                crate::common::Fault::Pass
+            }
+        })
+    });
+    for b in ["source", "dest", "plain", "restored", "bare"] {
+        s3.create_bucket(b).unwrap();
+    }
+    for key in ["site/index.html", "tmp/scratch.txt"] {
+        s3.put_object("source", key, key.as_bytes()).unwrap();
+        s3.put_object("bare", key, key.as_bytes()).unwrap();
+    }
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "public-site", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": ["arn:aws:s3:::source/site/*"]}]});
+    set_bucket_settings(&s3, "source", &policy).await;
+    let store = s3.memory_store().unwrap();
+    let recorded = store.bucket_settings("source").unwrap();
+    assert_eq!(recorded.cors.as_ref().unwrap().len(), 2);
+
+    let env = backup_env(&s3, "source", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("notRecorded").is_none(), "{body}");
+    assert_eq!(body["filesBackedUp"], 2, "{body}");
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let (names, settings) = settings_entry(&s3, &archive);
+    assert_eq!(
+        names,
+        [
+            "site/index.html",
+            "tmp/scratch.txt",
+            SETTINGS,
+            crate::common::MANIFEST
+        ]
+    );
+    let settings = settings.expect("the settings entry");
+    assert_eq!(settings["sourceBucket"], "source");
+    assert!(settings["cors"]
+        .as_str()
+        .unwrap()
+        .contains("https://example.com"));
+    assert!(settings["lifecycle"]
+        .as_str()
+        .unwrap()
+        .contains("<Days>7</Days>"));
+    assert_eq!(settings["policy"], policy);
+    assert_eq!(settings["versioning"], "Enabled");
+    // Integrity verify checks it as any entry; a deep verify is not troubled by it.
+    let v = deep_verify(&env, &archive).await;
+    assert_eq!(v["identical"], true, "{v}");
+
+    // Without --bucket-settings the target keeps its own settings, and is told why.
+    let mut c =
+        spaces_backup_testkit::client::Client::connect(&s3, s3.access_key(), s3.secret_key()).await;
+    let own = "<CORSConfiguration><CORSRule><AllowedMethod>PUT</AllowedMethod>\
+        <AllowedOrigin>https://plain.example</AllowedOrigin></CORSRule></CORSConfiguration>";
+    let r = c
+        .send("PUT", "/plain", &[("cors", "")], &[], own.as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = store.bucket_settings("plain").unwrap();
+    let (status, r) = request(&env, "POST", &query(&archive, "plain", false)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["objectsRestored"], 2, "{r}");
+    assert!(r.get("bucketSettings").is_none(), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("--bucket-settings"),
+        "{r}"
+    );
+    assert_eq!(store.bucket_settings("plain").unwrap(), before);
+    assert!(s3
+        .object_keys("plain")
+        .unwrap()
+        .iter()
+        .all(|k| !k.contains(".spaces-backup")));
+
+    // With it, every setting comes back; the policy names the bucket it is now about.
+    let q = format!("{}&bucketSettings=true", query(&archive, "restored", false));
+    let (status, r) = request(&env, "POST", &q).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["bucketSettings"],
+        serde_json::json!(["cors", "lifecycle", "policy", "versioning"]),
+        "{r}"
+    );
+    let back = store.bucket_settings("restored").unwrap();
+    assert_eq!(back.cors, recorded.cors);
+    assert_eq!(back.lifecycle, recorded.lifecycle);
+    assert_eq!(back.versioning.as_deref(), Some("Enabled"));
+    let mut renamed = policy.clone();
+    renamed["Statement"][0]["Resource"][0] = "arn:aws:s3:::restored/site/*".into();
+    let got: serde_json::Value = serde_json::from_str(back.policy.as_deref().unwrap()).unwrap();
+    assert_eq!(got, renamed);
+    assert_eq!(
+        s3.object_keys("restored").unwrap(),
+        ["site/index.html", "tmp/scratch.txt"]
+    );
+
+    // A service that has none of them: the backup goes on, says so once, and writes no
+    // entry; a restore asked to apply them says there are none.
+    let env = backup_env(&s3, "bare", "dest");
+    let (status, body) = run_backup(&env).await;
+    assert_eq!(status, 200, "{body}");
+    let notes = body["notRecorded"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{body}");
+    let note = notes[0].as_str().unwrap();
+    assert!(
+        note.contains("CORS rules, lifecycle rules, policy, versioning state")
+            && note.contains("HTTP 501"),
+        "{note}"
+    );
+    let archive = body["archiveName"].as_str().unwrap().to_string();
+    let (names, settings) = settings_entry(&s3, &archive);
+    assert!(settings.is_none(), "{names:?}");
+    s3.create_bucket("bare-copy").unwrap();
+    let q = format!(
+        "{}&bucketSettings=true",
+        query(&archive, "bare-copy", false)
+    );
+    let (status, r) = request(&env, "POST", &q).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds no bucket settings"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_backup_keeps_the_bucket_settings_once() {
+    let s3 = crate::common::start_s3_with(|b| b.in_memory());
+    s3.create_bucket("source").unwrap();
+    s3.create_bucket("dest").unwrap();
+    for i in 0..30 {
+        s3.put_object("source", &format!("k/{i:02}"), b"data")
+            .unwrap();
+    }
+    let policy = serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*",
+        "Action": "s3:GetObject", "Resource": "arn:aws:s3:::source/*"}]});
+    set_bucket_settings(&s3, "source", &policy).await;
+    let env = backup_env(&s3, "source", "dest");
+    let (status, plan) = request(&env, "POST", "/plan?shards=3").await;
+    assert_eq!(status, 200, "{plan}");
+    let mut fragments = Vec::new();
+    for i in 1..=3 {
+        let mut shard = env.clone();
+        crate::common::set(&mut shard, "SHARD", &format!("{i}/3"));
+        let (status, body) = run_backup(&shard).await;
+        assert_eq!(status, 200, "shard {i}: {body}");
+        fragments.push(body["archiveName"].as_str().unwrap().to_string());
+    }
+    // Only the shard with the last keys reads and writes them.
+    for (i, f) in fragments.iter().enumerate() {
+        let (_, settings) = settings_entry(&s3, f);
+        assert_eq!(settings.is_some(), i == 2, "fragment {}", i + 1);
+    }
+    let reads = s3
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "GetBucketCors")
+        .count();
+    assert_eq!(reads, 1);
+    let (status, body) = request(&env, "POST", "/compose").await;
+    assert_eq!(status, 200, "{body}");
+    let (names, settings) = settings_entry(&s3, body["archiveName"].as_str().unwrap());
+    assert_eq!(
+        names.iter().filter(|n| *n == SETTINGS).count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 30 + 2, "{names:?}");
+    assert_eq!(names[30], SETTINGS);
+    assert_eq!(settings.unwrap()["policy"], policy);
 }

@@ -184,11 +184,14 @@ function invalid(statusCode, code, message) {
 
 // What an invocation may ask for besides a backup: `action` (`backup`, the default,
 // `plan`, `compose`, `verify` or `restore`), `archive` (its key), for `verify` a `mode`
-// (`deep` or `integrity`), for `restore` `to` (BUCKET[/PREFIX]) and `overwrite`. A
+// (`deep` or `integrity`), for `restore` `to` (BUCKET[/PREFIX]), `overwrite` and
+// `bucketSettings` (also apply the bucket's recorded CORS, lifecycle, policy, versioning). A
 // sharded backup is `plan` with `shards` (N), then `backup` with `shard` ("i/N") for each
 // i, then `compose`. A restore writes over a bucket: it is off unless the owner sets
 // ALLOW_RESTORE=true.
-const ACTION_PARAMETERS = new Set(['action', 'archive', 'mode', 'to', 'overwrite', 'shards', 'shard']);
+const ACTION_PARAMETERS = new Set([
+  'action', 'archive', 'mode', 'to', 'overwrite', 'bucketSettings', 'shards', 'shard',
+]);
 
 function command(args) {
   const action = String(args.action || 'backup');
@@ -230,6 +233,7 @@ function command(args) {
     const argv = ['restore', '--component', COMPONENT, '--archive', String(args.archive),
       '--to', String(args.to)];
     if (args.overwrite === true || args.overwrite === 'true') argv.push('--overwrite');
+    if (args.bucketSettings === true || args.bucketSettings === 'true') argv.push('--bucket-settings');
     return { argv };
   }
   return { error: `unknown action '${action}': use 'backup', 'plan', 'compose', 'verify' or 'restore'` };
