@@ -62,6 +62,10 @@ pub struct ZipState {
     pub manifest_len: u64,
     /// Bytes of each segment (`central`, `manifest`), in order; segment `i` is `i + 1`.
     pub segments: Vec<Segment>,
+    /// The writer kept the settings entry's name from objects (false in checkpoints of
+    /// earlier versions, whose archives may have an object of that name).
+    #[serde(default)]
+    pub settings_reserved: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

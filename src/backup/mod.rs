@@ -236,7 +236,11 @@ pub fn run(config: &Config) -> Result<Outcome, Failure> {
     // Read by every run of the backup that holds the bucket's last keys, since any of
     // them may be the one that finishes the archive (four small requests).
     let settings = if records_bucket_settings(config) {
-        settings::record(&src, &mut begun.tallies.not_recorded)
+        let notes = &mut begun.tallies.not_recorded;
+        match settings::record(&src, notes, || chain.renew_if_due()) {
+            Ok(s) => s,
+            Err(e) => return Err(abandon(&mut begun.upload, e, &mut chain)),
+        }
     } else {
         None
     };

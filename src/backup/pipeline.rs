@@ -1011,7 +1011,15 @@ impl Pipeline<'_, '_, '_> {
 
     fn finish_archive(&mut self) -> Result<(), Failure> {
         if let Some(mut archive) = self.archive.take() {
-            if let Some(settings) = self.settings.take() {
+            let settings = self.settings.take();
+            if settings.is_some() && !archive.settings_reserved() {
+                // Begun by an earlier version: an object may hold the entry's name.
+                self.progress.not_recorded.push(
+                    "the bucket's settings were not recorded: this archive was begun by an \
+                     earlier version, which left their entry's name to objects"
+                        .into(),
+                );
+            } else if let Some(settings) = settings {
                 archive.add_record(SETTINGS_NAME, &settings).map_err(|e| {
                     Failure::new(
                         Kind::Archive,

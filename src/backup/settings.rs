@@ -8,64 +8,93 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::error::Failure;
 use crate::io::log;
 use crate::s3::{ops, xml, S3Error, S3};
 use crate::zip::settings::{BucketSettings, Setting, SETTINGS_FORMAT, SETTINGS_NAME};
 
-/// The settings `src`'s bucket has, as the entry's bytes (none when it has none), with
-/// a note in `not_recorded` for each one that could not be read.
-pub fn record(src: &S3, not_recorded: &mut Vec<String>) -> Option<Vec<u8>> {
+/// Settings that could not be read, by reason.
+pub type Unread = Vec<(String, Vec<Setting>)>;
+
+/// The settings `s3`'s bucket has, and those that could not be read. `between` runs
+/// after each request (a run renews its lease there: a slow service must not let it
+/// lapse).
+pub fn read(
+    s3: &S3,
+    mut between: impl FnMut() -> Result<(), Failure>,
+) -> Result<(BucketSettings, Unread), Failure> {
     let mut settings = BucketSettings {
         format: SETTINGS_FORMAT,
-        source_bucket: src.bucket().to_string(),
+        source_bucket: s3.bucket().to_string(),
         recorded_at: OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default(),
         ..Default::default()
     };
-    let mut refused: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut unread: Unread = Vec::new();
     for setting in Setting::ALL {
         let sub = setting.subresource();
         let op = ops::get_bucket_setting(setting.get_op(), sub);
-        let read = match src.call_xml(&op, None) {
+        let read = match s3.call_xml(&op, None) {
             Ok(text) => keep(setting, text, &mut settings).inspect_err(|why| {
-                log::warn("not_recorded", json!({"what": sub, "message": why}));
+                log::warn("setting_unread", json!({"what": sub, "message": why}));
             }),
             Err(e) if setting.is_absent(e.status(), e.code()) => Ok(()),
             Err(e) => {
                 let why = refusal(&e);
                 log::warn(
-                    "not_recorded",
-                    json!({"what": sub, "message": why, "error": e.to_string()}),
+                    "setting_unread",
+                    json!({"bucket": s3.bucket(), "what": sub, "message": why, "error": e.to_string()}),
                 );
                 Err(why)
             }
         };
         if let Err(why) = read {
-            match refused.iter_mut().find(|(w, _)| *w == why) {
-                Some((_, labels)) => labels.push(setting.label()),
-                None => refused.push((why, vec![setting.label()])),
+            match unread.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, settings)) => settings.push(setting),
+                None => unread.push((why, vec![setting])),
             }
         }
+        between()?;
     }
+    Ok((settings, unread))
+}
+
+/// The settings in words: "CORS rules, policy".
+pub fn labels(settings: &[Setting]) -> String {
+    settings
+        .iter()
+        .map(|s| s.label())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The settings `src`'s bucket has, as the entry's bytes (none when it has none), with
+/// a note in `not_recorded` for those that could not be read.
+pub fn record(
+    src: &S3,
+    not_recorded: &mut Vec<String>,
+    between: impl FnMut() -> Result<(), Failure>,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let (settings, unread) = read(src, between)?;
     // One note per reason: a service without any of them is named once.
-    for (why, labels) in refused {
+    for (why, which) in unread {
         not_recorded.push(format!(
             "the source bucket's {} could not be recorded: {why}; \
              RECORD_BUCKET_SETTINGS=false leaves the bucket's settings out without asking",
-            labels.join(", ")
+            labels(&which)
         ));
     }
     let present = settings.present();
     if present.is_empty() {
-        return None;
+        return Ok(None);
     }
     log::info(
         "bucket_settings_recorded",
         json!({"entry": SETTINGS_NAME,
                "settings": present.iter().map(|s| s.subresource()).collect::<Vec<_>>()}),
     );
-    serde_json::to_vec_pretty(&settings).ok()
+    Ok(serde_json::to_vec_pretty(&settings).ok())
 }
 
 /// Why a read failed, in words shared by the settings it concerns (the service's own

@@ -24,7 +24,7 @@ use crate::s3::sigv4::sha256_hex;
 use crate::s3::{S3Error, S3};
 use crate::zip::manifest::{ManifestLine, MANIFEST_NAME};
 use crate::zip::remote::RemoteZip;
-use crate::zip::settings::SETTINGS_NAME;
+use crate::zip::settings::is_settings_entry;
 use crate::zip::spec::CentralEntry;
 use puts::{PutError, Puts};
 
@@ -84,9 +84,9 @@ pub fn run(
     let remote = RemoteZip::open(dst, archive)?;
     let mut entries = Vec::new();
     let manifest = remote.directory(|e| entries.push(e))?;
-    // An entry by that name is an object only in an archive written before the name was
-    // kept for the settings: the manifest then names it, and it is restored as one.
-    let recorded_settings = entries.iter().find(|e| e.name == SETTINGS_NAME).cloned();
+    // An entry by that name may be an object in an archive of an earlier version: the
+    // manifest then names it, and it is restored as one.
+    let recorded_settings = entries.iter().find(|e| is_settings_entry(e)).cloned();
     let manifest = manifest.ok_or_else(|| {
         remote.failure(
             "reading the archive",
@@ -99,6 +99,20 @@ pub fn run(
         (Some(e), true) => Some(settings::read(&remote, e)?),
         _ => None,
     };
+    if let Some(s) = &wanted_settings {
+        if !prefix.is_empty() {
+            // A lifecycle rule or policy would reach every object of the bucket, not only
+            // those restored under the prefix.
+            return Err(Failure::new(
+                Kind::Request,
+                "the bucket's settings apply to the whole bucket, so they are restored only \
+                 into a bucket of their own: restore without a prefix, or without --bucket-settings",
+            ));
+        }
+        if !overwrite {
+            settings::refuse_changes(target, s)?;
+        }
+    }
     if !overwrite {
         refuse_overwrites(&remote, &manifest, target, prefix)?;
     }
@@ -213,7 +227,7 @@ impl Restorer<'_> {
     ) -> Result<(u64, u64), Failure> {
         let objects = entries
             .iter()
-            .filter(|e| e.name != MANIFEST_NAME && e.name != SETTINGS_NAME);
+            .filter(|e| e.name != MANIFEST_NAME && !is_settings_entry(e));
         let totals = Progress {
             listed_objects: objects.clone().count() as u64,
             listed_bytes: objects.map(|e| e.uncompressed).sum(),

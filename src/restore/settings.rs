@@ -7,6 +7,7 @@ use base64::Engine;
 use md5::{Digest, Md5};
 use serde_json::json;
 
+use crate::backup::settings::labels;
 use crate::error::{s3_failure, Failure, Kind, Side};
 use crate::io::log;
 use crate::s3::{ops, xml, S3};
@@ -39,6 +40,46 @@ pub fn read(remote: &RemoteZip, entry: &CentralEntry) -> Result<BucketSettings, 
         })
         .map_err(|e| remote.failure("reading the bucket's settings", &e))?;
     BucketSettings::parse(&bytes).map_err(bad)
+}
+
+/// Refuses (409), before anything is written, to replace a setting the target bucket
+/// has and that differs from the archive's, or that cannot be read to tell: the same
+/// rule as for objects, which `--overwrite` lifts.
+pub fn refuse_changes(target: &S3, archived: &BucketSettings) -> Result<(), Failure> {
+    let bucket = target.bucket();
+    let (now, unread) = crate::backup::settings::read(target, || Ok(()))?;
+    let held = archived.present();
+    let same = |mine: &Option<String>, theirs: &Option<String>| {
+        theirs.as_ref().is_none_or(|t| Some(t) == mine.as_ref())
+    };
+    let mut other: Vec<Setting> = held
+        .iter()
+        .copied()
+        .filter(|s| match s {
+            Setting::Cors => !same(&archived.cors, &now.cors),
+            Setting::Lifecycle => !same(&archived.lifecycle, &now.lifecycle),
+            Setting::Policy => now.policy.as_ref().is_some_and(|p| {
+                let mine = archived.policy.clone().unwrap_or_default();
+                *p != policy_for(&mine, &archived.source_bucket, bucket).0
+            }),
+            Setting::Versioning => !same(&archived.versioning, &now.versioning),
+        })
+        .collect();
+    for (_, which) in unread {
+        other.extend(which.into_iter().filter(|s| held.contains(s)));
+    }
+    if other.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Kind::Conflict,
+        format!(
+            "the target bucket '{bucket}' already has {} other than the archive's (or they \
+             cannot be read to compare); nothing was restored: pass --overwrite to replace \
+             them, or restore into another bucket",
+            labels(&other)
+        ),
+    ))
 }
 
 /// Applies every setting the archive holds to `target`'s bucket; returns their names.

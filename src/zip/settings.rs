@@ -9,8 +9,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::zip::spec::{CentralEntry, STORED};
+
 /// The entry's name; no object's entry may take it.
 pub const SETTINGS_NAME: &str = ".spaces-backup/bucket.json";
+
+/// Whether `e` is the settings entry. Its form tells it apart from an object that took
+/// the name in an archive of an earlier version: the record is stored and never empty,
+/// while the writer deflates every object with data (stored blocks included).
+pub fn is_settings_entry(e: &CentralEntry) -> bool {
+    e.name == SETTINGS_NAME && e.method == STORED && e.uncompressed > 0
+}
 
 /// The entry's own format version.
 pub const SETTINGS_FORMAT: u32 = 1;

@@ -124,6 +124,9 @@ pub struct ZipWriter<W: Write> {
     /// Central-directory and manifest bytes written out at checkpoints (stored in the
     /// destination bucket), in order: they come before what is held here.
     prior: Vec<Segment>,
+    /// No object took [`SETTINGS_NAME`] (false when continuing an archive an earlier
+    /// version began).
+    settings_reserved: bool,
 }
 
 /// A piece of the archive's end: bytes held in memory, or a segment a checkpoint stored.
@@ -172,6 +175,7 @@ impl<W: Write> ZipWriter<W> {
             renamed: 0,
             open: None,
             prior: Vec::new(),
+            settings_reserved: true,
         }
     }
 
@@ -185,6 +189,7 @@ impl<W: Write> ZipWriter<W> {
         w.renamed = state.renamed;
         w.manifest = ManifestWriter::resume(state.manifest_crc, state.manifest_len);
         w.prior = state.segments.clone();
+        w.settings_reserved = state.settings_reserved;
         w
     }
 
@@ -198,7 +203,14 @@ impl<W: Write> ZipWriter<W> {
             manifest_crc,
             manifest_len,
             segments: self.prior.clone(),
+            settings_reserved: self.settings_reserved,
         }
+    }
+
+    /// Whether the archive's own records may take their reserved names: an archive an
+    /// earlier version began may hold an object under one.
+    pub fn settings_reserved(&self) -> bool {
+        self.settings_reserved
     }
 
     /// The hashes of the names taken, for a checkpoint.
@@ -527,6 +539,11 @@ impl<W: Write> ZipWriter<W> {
         if self.open.is_some() {
             return Err(ArchiveError("an entry is already open".into()));
         }
+        if !self.settings_reserved {
+            return Err(ArchiveError(format!(
+                "'{name}' may be an object's name in this archive"
+            )));
+        }
         let entry = Entry {
             name,
             method: STORED,
@@ -707,6 +724,20 @@ mod tests {
         assert_eq!(lines[1]["etag"], "\"e\"");
         assert_eq!(lines[4]["skipped"], "deleted");
         assert!(lines[4].get("entry").is_none());
+    }
+
+    #[test]
+    fn an_archive_begun_by_an_earlier_version_gets_no_settings_record() {
+        let buf = PartBuffer::new(1 << 20);
+        let mut a = ZipWriter::new(buf.clone(), 6);
+        add(&mut a, "x", b"x", Method::Store);
+        let mut state = a.state();
+        assert!(state.settings_reserved);
+        // A checkpoint of an earlier version: its objects may hold the name.
+        state.settings_reserved = false;
+        let mut b = ZipWriter::resume(PartBuffer::new(1 << 20), 6, &state, &a.names());
+        assert!(!b.settings_reserved());
+        assert!(b.add_record(SETTINGS_NAME, b"{}").is_err());
     }
 
     #[test]

@@ -621,6 +621,22 @@ async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let before = store.bucket_settings("plain").unwrap();
+    // Asked to apply them over its own, without --overwrite: refused before any write.
+    let q = format!("{}&bucketSettings=true", query(&archive, "plain", false));
+    let (status, r) = request(&env, "POST", &q).await;
+    assert_eq!(status, 409, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has CORS rules"),
+        "{r}"
+    );
+    // Under a prefix: they would reach the whole bucket.
+    let q = format!("{}&bucketSettings=true", query(&archive, "plain/p", false));
+    let (status, r) = request(&env, "POST", &q).await;
+    assert_eq!(status, 400, "{r}");
+    assert!(s3.object_keys("plain").unwrap().is_empty());
     let (status, r) = request(&env, "POST", &query(&archive, "plain", false)).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["objectsRestored"], 2, "{r}");
