@@ -3,6 +3,8 @@
 //! it. Applied after the objects are back, since a policy may refuse writes and a
 //! lifecycle rule may expire what was just restored.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use md5::{Digest, Md5};
 use serde_json::json;
@@ -59,8 +61,8 @@ pub fn refuse_changes(target: &S3, archived: &BucketSettings) -> Result<(), Fail
             Setting::Cors => !same(&archived.cors, &now.cors),
             Setting::Lifecycle => !same(&archived.lifecycle, &now.lifecycle),
             Setting::Policy => now.policy.as_ref().is_some_and(|p| {
-                let mine = archived.policy.clone().unwrap_or_default();
-                *p != policy_for(&mine, &archived.source_bucket, bucket).0
+                let mine = archived.policy.as_ref().unwrap_or(&serde_json::Value::Null);
+                *p != policy_for(mine, &archived.source_bucket, bucket).0
             }),
             Setting::Versioning => !same(&archived.versioning, &now.versioning),
         })
@@ -89,25 +91,29 @@ pub fn apply(target: &S3, settings: &BucketSettings) -> Result<Vec<String>, Fail
     let bucket = target.bucket().to_string();
     let mut applied = Vec::new();
     for setting in settings.present() {
-        let (body, content_type) = match setting {
-            Setting::Cors => (settings.cors.clone().unwrap_or_default(), "application/xml"),
+        let (body, content_type): (Cow<'_, str>, _) = match setting {
+            Setting::Cors => (
+                settings.cors.as_deref().unwrap_or_default().into(),
+                "application/xml",
+            ),
             Setting::Lifecycle => (
-                settings.lifecycle.clone().unwrap_or_default(),
+                settings.lifecycle.as_deref().unwrap_or_default().into(),
                 "application/xml",
             ),
             Setting::Policy => {
-                let policy = settings.policy.clone().unwrap_or_default();
-                let (policy, renamed) = policy_for(&policy, &settings.source_bucket, &bucket);
+                let none = serde_json::Value::Null;
+                let policy = settings.policy.as_ref().unwrap_or(&none);
+                let (policy, renamed) = policy_for(policy, &settings.source_bucket, &bucket);
                 if renamed > 0 {
                     log::info(
                         "bucket_policy_renamed",
                         json!({"from": settings.source_bucket, "to": bucket, "resources": renamed}),
                     );
                 }
-                (policy.to_string(), "application/json")
+                (policy.to_string().into(), "application/json")
             }
             Setting::Versioning => (
-                xml::versioning_body(settings.versioning.as_deref().unwrap_or_default()),
+                xml::versioning_body(settings.versioning.as_deref().unwrap_or_default()).into(),
                 "application/xml",
             ),
         };

@@ -20,6 +20,11 @@ async fn deep_verify(env: &[(String, String)], archive: &str) -> serde_json::Val
     v
 }
 
+/// The restore of `archive` into `to` with `bucketSettings=true`.
+fn with_settings(archive: &str, to: &str) -> String {
+    format!("{}&bucketSettings=true", query(archive, to, false))
+}
+
 fn query(archive: &str, to: &str, overwrite: bool) -> String {
     let enc = |t: &str| {
         t.bytes()
@@ -622,8 +627,7 @@ async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
     assert_eq!(r.status, 200, "{}", r.text());
     let before = store.bucket_settings("plain").unwrap();
     // Asked to apply them over its own, without --overwrite: refused before any write.
-    let q = format!("{}&bucketSettings=true", query(&archive, "plain", false));
-    let (status, r) = request(&env, "POST", &q).await;
+    let (status, r) = request(&env, "POST", &with_settings(&archive, "plain")).await;
     assert_eq!(status, 409, "{r}");
     assert!(
         r["message"]
@@ -633,8 +637,7 @@ async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
         "{r}"
     );
     // Under a prefix: they would reach the whole bucket.
-    let q = format!("{}&bucketSettings=true", query(&archive, "plain/p", false));
-    let (status, r) = request(&env, "POST", &q).await;
+    let (status, r) = request(&env, "POST", &with_settings(&archive, "plain/p")).await;
     assert_eq!(status, 400, "{r}");
     assert!(s3.object_keys("plain").unwrap().is_empty());
     let (status, r) = request(&env, "POST", &query(&archive, "plain", false)).await;
@@ -653,8 +656,7 @@ async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
         .all(|k| !k.contains(".spaces-backup")));
 
     // With it, every setting comes back; the policy names the bucket it is now about.
-    let q = format!("{}&bucketSettings=true", query(&archive, "restored", false));
-    let (status, r) = request(&env, "POST", &q).await;
+    let (status, r) = request(&env, "POST", &with_settings(&archive, "restored")).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(
         r["bucketSettings"],
@@ -691,11 +693,7 @@ async fn bucket_settings_round_trip_and_are_applied_only_when_asked() {
     let (names, settings) = settings_entry(&s3, &archive);
     assert!(settings.is_none(), "{names:?}");
     s3.create_bucket("bare-copy").unwrap();
-    let q = format!(
-        "{}&bucketSettings=true",
-        query(&archive, "bare-copy", false)
-    );
-    let (status, r) = request(&env, "POST", &q).await;
+    let (status, r) = request(&env, "POST", &with_settings(&archive, "bare-copy")).await;
     assert_eq!(status, 200, "{r}");
     assert!(
         r["message"]
